@@ -1,0 +1,116 @@
+"""The few shims RecBole 1.2.1 needs on today's stack, each explained.
+
+1. Checkpoints. RecBole pickles its ``Config`` (enums, ``torch.device``) into every
+   checkpoint and reloads it with ``torch.load``; since torch 2.6 that load defaults to
+   ``weights_only=True`` and fails, and loading with ``weights_only=False`` would run
+   arbitrary code from the file. ``SafeCheckpointMixin`` saves only tensors and plain
+   Python values (the config as a JSON-compatible dict) and loads with
+   ``weights_only=True``. Writes go to a temporary file that is renamed into place, so an
+   interrupted save never leaves a half-written checkpoint.
+2. ``recbole.quick_start`` imports ray (which needs ``pkg_resources`` and numpy < 2);
+   nothing here imports it: ``recbole_invrl.quick_start`` rebuilds the short pipeline.
+3. RecBole's ``create_dataset`` / ``data_preparation`` unpickle saved datasets and
+   dataloaders from ``checkpoint_dir``; ``recbole_invrl.data`` never does.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import lru_cache
+from typing import Any
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+
+def plain_config(config) -> dict[str, Any]:
+    """The config as JSON-compatible values (enums and devices become strings)."""
+    return json.loads(json.dumps(config.final_config_dict, default=str))
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path: str, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by ``SafeCheckpointMixin`` (``weights_only=True``)."""
+    try:
+        return torch.load(str(path), map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise RuntimeError(
+            f"cannot load checkpoint {path} with weights_only=True: {err}. "
+            "Checkpoints must hold only tensors and plain Python values."
+        ) from err
+
+
+class SafeCheckpointMixin:
+    """Checkpoint save/resume/best-model reload for RecBole trainers, weights-only."""
+
+    def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
+        return {
+            "config": plain_config(self.config),
+            "epoch": int(epoch),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        atomic_torch_save(self._checkpoint_state(epoch), saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def _load_model_weights(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        self.saved_model_file = resume_file
+        checkpoint = load_checkpoint(resume_file, self.device)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                f"checkpoint {resume_file} was written by model "
+                f"{checkpoint['config']['model']}, not {self.config['model']}"
+            )
+        self._load_model_weights(checkpoint)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if eval_data and load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            self._load_model_weights(load_checkpoint(checkpoint_file, self.device))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        return super().evaluate(
+            eval_data, load_best_model=False, model_file=None, show_progress=show_progress
+        )
+
+
+@lru_cache(maxsize=None)
+def with_safe_checkpoints(trainer_class: type) -> type:
+    """``trainer_class`` with ``SafeCheckpointMixin`` in front (RecBole ``Trainer`` family only)."""
+    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, SafeCheckpointMixin):
+        return trainer_class
+    return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})

@@ -1,0 +1,85 @@
+"""RecBole ``Config`` that also reads the plugin's model and dataset defaults.
+
+Precedence, lowest to highest (RecBole's own order, with the plugin's layers slotted in):
+RecBole defaults < ``recbole_invrl/properties/overall.yaml`` < model yaml
+(``recbole_invrl/properties/model/<Model>.yaml``) < dataset yaml
+(``dataset_configs/<dataset>.yaml``, then ``<data_path>/<dataset>/<dataset>.yaml`` written by
+the converters) < config files < config_dict < command line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_invrl.utils import canonical_model_name, get_model
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+PROPERTIES_DIR = PACKAGE_DIR / "properties"
+DATASET_CONFIG_DIR = PROJECT_DIR / "dataset_configs"
+DEFAULT_DATA_PATH = PROJECT_DIR / "atomic_data"
+
+
+class Config(RecBoleConfig):
+    """``recbole.config.Config`` with plugin models, model yamls and dataset configs."""
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        if isinstance(model, str):
+            model = canonical_model_name(model)
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            if "model" not in self.external_config_dict:
+                raise KeyError(
+                    "model: not given; pass --model=NAME, config_dict['model'] or a config file key"
+                )
+            model = self.external_config_dict["model"]
+        if isinstance(model, str):
+            model = canonical_model_name(model)
+            model_class = get_model(model)
+        else:
+            model_class, model = model, model.__name__
+        if dataset is None:
+            if "dataset" not in self.external_config_dict:
+                raise KeyError(
+                    "dataset: not given; pass --dataset=NAME, config_dict['dataset'] or a config file key"
+                )
+            dataset = self.external_config_dict["dataset"]
+        return model, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for file in self._plugin_config_files(model, dataset):
+            config_dict = self._update_internal_config_dict(str(file))
+            if config_dict and file.parent != PROPERTIES_DIR / "model":
+                self.parameters["Dataset"] += [
+                    k for k in config_dict if k not in self.parameters["Dataset"]
+                ]
+
+    def _plugin_config_files(self, model: str, dataset: str) -> list[Path]:
+        """Plugin yaml files in increasing precedence; only those that exist."""
+        data_path = self.external_config_dict.get("data_path", str(DEFAULT_DATA_PATH))
+        candidates = [
+            PROPERTIES_DIR / "overall.yaml",
+            PROPERTIES_DIR / "model" / f"{model}.yaml",
+            _recbole_dataset_yaml(dataset),
+            DATASET_CONFIG_DIR / f"{dataset}.yaml",
+            Path(data_path) / dataset / f"{dataset}.yaml",
+        ]
+        return [f for f in candidates if f is not None and f.is_file()]
+
+    def _set_default_parameters(self):
+        if "data_path" not in self.external_config_dict and self.dataset != "ml-100k":
+            self.final_config_dict["data_path"] = str(DEFAULT_DATA_PATH)
+        super()._set_default_parameters()
+
+
+def _recbole_dataset_yaml(dataset: str) -> Path | None:
+    """RecBole's bundled dataset yaml (re-applied so it stays above plugin model defaults)."""
+    import recbole
+
+    path = Path(recbole.__file__).resolve().parent / "properties" / "dataset" / f"{dataset}.yaml"
+    return path if path.is_file() else None
+

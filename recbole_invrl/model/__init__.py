@@ -1,0 +1,1 @@
+"""Models: the content encoder, the item-item graph, and the recommenders."""

@@ -1,0 +1,4 @@
+"""Plugin recommenders; ``__all__`` is what ``recbole_invrl.utils.get_model`` finds."""
+from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
+
+__all__ = ["UltraGCNMM"]

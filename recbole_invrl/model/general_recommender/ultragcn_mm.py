@@ -1,0 +1,194 @@
+"""UltraGCN-MM: the UltraGCN backbone with multimedia content (paper §2.3.5).
+
+score(u, i) = <p_u^(t), t_i> + <p_u^(c), W c_i>                                  (eq. 14)
+loss = L_O + gamma_C L_C + gamma_I L_I + L2                                         (eq. 15)
+
+As in the authors' release, L_O and L_C are folded into one weighted binary
+cross-entropy: a positive (u, i) weighs w1 + w2 beta_ui, each of its ``neg_num`` uniform
+negatives (u, j) weighs w3 + w4 beta_uj, and the negatives' losses are averaged per
+positive (eq. 16-18; w1 = w3 = 1 and w2 = w4 = gamma_C give eq. 15 exactly). L_I pulls
+each user towards the top-K item-item neighbours of the positive item (eq. 19-20).
+Negatives are drawn on the model's device inside ``calculate_loss``, so RecBole's
+dataloader yields positives only (``train_neg_sample_args: ~``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_invrl.model.content import ContentEncoder
+from recbole_invrl.model.item_graph import item_item_neighbors
+
+PROJECTION_CHUNK = 8192  # items projected at once when scoring all items
+
+
+class UltraGCNMM(GeneralRecommender):
+    """UltraGCN with a linear projection of item content (eq. 14-20)."""
+
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.embedding_size = _positive_int(config, "embedding_size")
+        self.content_size = _positive_int(config, "content_size")
+        self.neg_num = _positive_int(config, "neg_num")
+        self.num_neighbors = _non_negative(config, "num_neighbors", int)
+        self.gamma_i = _non_negative(config, "gamma_i", float)
+        self.negative_weight = _non_negative(config, "negative_weight", float)
+        gamma_c = _non_negative(config, "gamma_c", float)
+        self.w1, self.w3 = config["w1"], config["w3"]
+        self.w2 = gamma_c if config["w2"] is None else config["w2"]
+        self.w4 = gamma_c if config["w4"] is None else config["w4"]
+        self.id_reg_weight = _non_negative(config, "id_reg_weight", float)
+        self.proj_reg_weight = _non_negative(config, "proj_reg_weight", float)
+
+        self.content = ContentEncoder(
+            dataset, config["content_fields"], _positive_int(config, "word_embedding_size")
+        )
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size + self.content_size)
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
+        self.projection = nn.Linear(self.content.dim, self.content_size, bias=False)
+        nn.init.normal_(self.user_embedding.weight, std=config["init_std"])
+        nn.init.normal_(self.item_embedding.weight, std=config["init_std"])
+
+        interactions = dataset.inter_matrix(form="csr").astype("float32")
+        self._register_degree_weights(interactions)
+        index, weight = item_item_neighbors(interactions, self.num_neighbors if self.gamma_i else 0)
+        self.register_buffer("neighbor_index", torch.from_numpy(index), persistent=False)
+        self.register_buffer("neighbor_weight", torch.from_numpy(weight), persistent=False)
+        self._all_items_cache: tuple[tuple, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------- graph weights
+    def _register_degree_weights(self, interactions) -> None:
+        """beta_ui = sqrt(d_u + 1) / d_u * 1 / sqrt(d_i + 1) (eq. 18), stored as two factors."""
+        interactions = interactions.copy()
+        interactions.data[:] = 1.0
+        user_degree = torch.from_numpy(interactions.sum(axis=1).A.ravel()).float()
+        item_degree = torch.from_numpy(interactions.sum(axis=0).A.ravel()).float()
+        user_factor = torch.where(
+            user_degree > 0, (user_degree + 1).sqrt() / user_degree.clamp(min=1), torch.zeros(())
+        )
+        self.register_buffer("beta_user", user_factor, persistent=False)
+        self.register_buffer("beta_item", 1.0 / (item_degree + 1).sqrt(), persistent=False)
+
+    # ----------------------------------------------------------------- content mask
+    @property
+    def content_layout(self) -> list[tuple[str, int]]:
+        """(field, width) of each modality in c_i, in order."""
+        return self.content.layout
+
+    @property
+    def content_mask(self) -> torch.Tensor:
+        return self.content.content_mask
+
+    def set_content_mask(self, mask: torch.Tensor) -> None:
+        """Multiply c_i by ``mask`` (a D-vector) from now on."""
+        self.content.set_mask(mask)
+
+    # ----------------------------------------------------------------- scoring
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """[t_i, W (m * c_i)] for ``items`` of any shape -> (*shape, embedding + content size)."""
+        return torch.cat([self.item_embedding(items), self.projected_content(items)], dim=-1)
+
+    def projected_content(self, items: torch.Tensor) -> torch.Tensor:
+        """W (m * c_i) for ``items`` of any shape; each distinct item is projected once."""
+        unique, inverse = torch.unique(items, return_inverse=True)
+        return F.embedding(inverse, self.projection(self.content(unique)))
+
+    def all_item_vectors(self) -> torch.Tensor:
+        """Vectors of every item, projected in chunks; cached until a parameter changes."""
+        key = self._parameter_versions()
+        if self._all_items_cache is not None and self._all_items_cache[0] == key:
+            return self._all_items_cache[1]
+        items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
+        content = torch.cat(
+            [self.projection(self.content(chunk)) for chunk in items.split(PROJECTION_CHUNK)]
+        )
+        vectors = torch.cat([self.item_embedding.weight, content], dim=1)
+        if not torch.is_grad_enabled():
+            self._all_items_cache = (key, vectors)
+        return vectors
+
+    def _parameter_versions(self) -> tuple:
+        tensors = list(self.parameters()) + [self.content.content_mask]
+        return tuple((id(t), t._version) for t in tensors)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores (eq. 14) of B users against ``items`` of shape (B,) or (B, M)."""
+        user_vectors = self.user_embedding(users)
+        if items.dim() == 2:
+            user_vectors = user_vectors.unsqueeze(1)
+        id_part = user_vectors[..., : self.embedding_size] * self.item_embedding(items)
+        content_part = user_vectors[..., self.embedding_size :] * self.projected_content(items)
+        return id_part.sum(-1) + content_part.sum(-1)
+
+    # ----------------------------------------------------------------- loss
+    def sample_negatives(self, batch_size: int) -> torch.Tensor:
+        """``neg_num`` uniform items per positive, drawn on the device (item 0 is padding)."""
+        return torch.randint(
+            1, self.n_items, (batch_size, self.neg_num), device=self.item_embedding.weight.device
+        )
+
+    def calculate_loss(self, interaction):
+        users = interaction[self.USER_ID]
+        positives = interaction[self.ITEM_ID]
+        negatives = self.sample_negatives(len(users))
+        return self.loss(users, positives, negatives)
+
+    def loss(
+        self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 15-20 for given positives (B,) and negatives (B, neg_num), plus L2."""
+        parts = [positives.unsqueeze(1), negatives]
+        if self.gamma_i > 0:
+            parts.append(self.neighbor_index[positives])
+        scores = self.forward(users, torch.cat(parts, dim=1))
+        pos_scores, neg_scores = scores[:, 0], scores[:, 1 : 1 + negatives.shape[1]]
+
+        beta_u = self.beta_user[users]
+        pos_weight = self.w1 + self.w2 * beta_u * self.beta_item[positives]  # eq. 17-18
+        neg_weight = self.w3 + self.w4 * beta_u.unsqueeze(1) * self.beta_item[negatives]
+        pos_loss = pos_weight * F.softplus(-pos_scores)  # -log sigma(s_ui)      eq. 16-17
+        neg_loss = (neg_weight * F.softplus(neg_scores)).mean(dim=1)  # -log sigma(-s_uj)
+        loss = (pos_loss + self.negative_weight * neg_loss).sum()
+
+        if self.gamma_i > 0:
+            neighbor_scores = scores[:, 1 + negatives.shape[1] :]
+            omega = self.neighbor_weight[positives]
+            loss = loss - self.gamma_i * (omega * F.logsigmoid(neighbor_scores)).sum()  # eq. 19
+        return loss + self.l2_loss()
+
+    def l2_loss(self) -> torch.Tensor:
+        """Release-style L2 (UltraGCN ``norm_loss``): whole tables, separate factors for
+        id embeddings and for the content parameters (projection, word embeddings)."""
+        id_norm = self.user_embedding.weight.square().sum() + self.item_embedding.weight.square().sum()
+        content_norm = sum(
+            p.square().sum()
+            for p in [self.projection.weight, *self.content.word_embeddings.parameters()]
+        )
+        return 0.5 * (self.id_reg_weight * id_norm + self.proj_reg_weight * content_norm)
+
+    # ----------------------------------------------------------------- RecBole API
+    def predict(self, interaction):
+        return self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])
+
+    def full_sort_predict(self, interaction):
+        users = self.user_embedding(interaction[self.USER_ID])
+        return (users @ self.all_item_vectors().T).reshape(-1)
+
+
+def _positive_int(config, key: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def _non_negative(config, key: str, kind: type):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
+    return kind(value)

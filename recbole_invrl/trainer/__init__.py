@@ -1,0 +1,8 @@
+"""Trainers. ``get_trainer`` looks here for ``<Model>Trainer`` before RecBole's trainers."""
+from recbole.trainer import Trainer as _RecBoleTrainer
+
+from recbole_invrl.compat import with_safe_checkpoints
+
+Trainer = with_safe_checkpoints(_RecBoleTrainer)
+
+__all__ = ["Trainer"]

@@ -1,0 +1,52 @@
+"""Find models and trainers: plugin classes first, then RecBole's zoo (RecBole-GNN style)."""
+from __future__ import annotations
+
+import importlib
+
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+from recbole_invrl.compat import with_safe_checkpoints
+
+# Names a user may type for a plugin model, mapped to the class name.
+MODEL_ALIASES = {"ultragcn-mm": "UltraGCNMM", "ultragcn_mm": "UltraGCNMM"}
+PLUGIN_MODEL_MODULE = "recbole_invrl.model.general_recommender"
+PLUGIN_TRAINER_MODULE = "recbole_invrl.trainer"
+
+
+def canonical_model_name(name: str) -> str:
+    """``UltraGCN-MM`` -> ``UltraGCNMM``; other names are returned unchanged."""
+    return MODEL_ALIASES.get(name.lower(), name)
+
+
+def plugin_model_names() -> list[str]:
+    module = importlib.import_module(PLUGIN_MODEL_MODULE)
+    return list(module.__all__)
+
+
+def get_model(model_name: str) -> type:
+    """Return the model class: a ``recbole_invrl`` model if one has this name, else RecBole's."""
+    model_name = canonical_model_name(model_name)
+    module = importlib.import_module(PLUGIN_MODEL_MODULE)
+    if model_name in module.__all__:
+        return getattr(module, model_name)
+    try:
+        return recbole_get_model(model_name)
+    except (ValueError, ImportError) as err:
+        # RecBole imports its optional xgboost/lightgbm wrappers last, so an unknown name
+        # can surface as an ImportError of those.
+        raise ValueError(
+            f"model: unknown model '{model_name}'; it is neither a recbole_invrl model "
+            f"({', '.join(plugin_model_names())}) nor a RecBole model ({err})"
+        ) from None
+
+
+def get_trainer(model_type, model_name: str) -> type:
+    """Return the trainer class: ``recbole_invrl.trainer.<Model>Trainer`` if it exists,
+    else RecBole's trainer for the model, with checkpoints that load with ``weights_only=True``."""
+    model_name = canonical_model_name(model_name)
+    module = importlib.import_module(PLUGIN_TRAINER_MODULE)
+    plugin_trainer = getattr(module, f"{model_name}Trainer", None)
+    if plugin_trainer is not None:
+        return plugin_trainer
+    return with_safe_checkpoints(recbole_get_trainer(model_type, model_name))

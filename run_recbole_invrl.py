@@ -1,0 +1,32 @@
+"""Run a recbole_invrl model or any RecBole model with RecBole's command-line habits.
+
+    python run_recbole_invrl.py --model=InvRL --dataset=kwai [--config_files="a.yaml b.yaml"]
+        [--key=value ...] [--result_json=PATH]
+"""
+import argparse
+import sys
+
+from recbole_invrl.data import MissingDatasetError
+from recbole_invrl.quick_start import run_recbole_invrl, write_json_atomic
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", "-m", default="UltraGCNMM", help="model name")
+    parser.add_argument("--dataset", "-d", default="ml-100k-mm", help="dataset name")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    parser.add_argument("--result_json", default=None, help="also write the results here")
+    args, _ = parser.parse_known_args()  # other --key=value pairs are read by Config
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    try:
+        result = run_recbole_invrl(args.model, args.dataset, config_file_list=config_files)
+    except MissingDatasetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.result_json:
+        write_json_atomic(result, args.result_json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from recbole_invrl.data.dataset import FeatureFileError, parse_float_seq
+
+
+def test_vectorised_parse_matches_row_by_row():
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(50, 7)).astype(np.float32)
+    cells = np.array([" ".join(f"{v:.7g}" for v in row) for row in matrix], dtype=object)
+    parsed, lengths = parse_float_seq(cells, " ", "x.item", "v_feat")
+    np.testing.assert_allclose(parsed, matrix, rtol=1e-6)
+    assert (lengths == 7).all()
+
+
+def test_empty_rows_become_zeros():
+    cells = np.array(["1 2", "", "3 4"], dtype=object)
+    with pytest.warns(UserWarning, match="1 empty rows"):
+        parsed, lengths = parse_float_seq(cells, " ", "x.item", "v_feat")
+    np.testing.assert_array_equal(parsed, [[1, 2], [0, 0], [3, 4]])
+    assert list(lengths) == [2, 0, 2]
+
+
+@pytest.mark.parametrize("cells, message", [
+    (["1 2 3", "4 abc 6"], r"x.item: field 'v_feat' \(float_seq\) line 3: 'abc' is not a number"),
+    (["1 2 3", "4 5"], r"x.item: field 'v_feat' \(float_seq\) line 3 has 2 values; expected 3"),
+    (["1 nan 3", "4 5 6"], r"x.item: field 'v_feat' \(float_seq\) line 2 holds NaN or inf"),
+    (["1 2 3", "4 inf 6"], r"line 3 holds NaN or inf"),
+])
+def test_bad_cells_name_file_field_and_line(cells, message):
+    with pytest.raises(FeatureFileError, match=message):
+        parse_float_seq(np.array(cells, dtype=object), " ", "x.item", "v_feat")
+
+
+def _tiny(atomic_dataset, tmp_path, **kwargs):
+    return atomic_dataset(tmp_path, "tiny", [(1, 1), (2, 2)], [(1, 2)], [(2, 3)], **kwargs)
+
+
+def test_item_features_land_on_the_right_items(build, atomic_dataset, tmp_path):
+    features = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    _tiny(atomic_dataset, tmp_path, dense={"v_feat": features}, item_ids=[3, 1, 2])
+    _, data, *_ = build("UltraGCNMM", "tiny")
+    item_feat = data.get_item_feature()
+    for row, token in enumerate(["3", "1", "2"]):
+        torch.testing.assert_close(item_feat["v_feat"][data.token2id("item_id", token)],
+                                   torch.tensor(features[row], dtype=torch.float32))
+
+
+def test_non_numeric_feature_in_an_item_file(build, atomic_dataset, tmp_path):
+    folder = _tiny(atomic_dataset, tmp_path, dense={"v_feat": np.ones((3, 2))})
+    item_file = folder / "tiny.item"
+    item_file.write_text(item_file.read_text().replace("1\t1 1", "1\t1 x", 1))
+    with pytest.raises(FeatureFileError, match=r"tiny.item: field 'v_feat' \(float_seq\) line 2: 'x'"):
+        build("UltraGCNMM", "tiny")
+
+
+def test_missing_feature_field_names_file_and_field(build, atomic_dataset, tmp_path):
+    _tiny(atomic_dataset, tmp_path, dense={"v_feat": np.ones((3, 2))},
+          config={"load_col": {"inter": ["user_id", "item_id"], "item": ["item_id", "a_feat"]}})
+    with pytest.raises(FeatureFileError, match=r"tiny.item: load_col.item names field\(s\) \['a_feat'\]"):
+        build("UltraGCNMM", "tiny")
+
+
+def test_unknown_modality_column_is_a_config_error(build, atomic_dataset, tmp_path):
+    from recbole_invrl.model.content import ContentConfigError
+    from recbole_invrl.model.general_recommender import UltraGCNMM
+
+    _tiny(atomic_dataset, tmp_path, dense={"v_feat": np.ones((3, 2))})
+    config, _, train, *_ = build("UltraGCNMM", "tiny", content_fields=["v_feat", "image_feat"])
+    with pytest.raises(ContentConfigError, match="content_fields: 'image_feat'"):
+        UltraGCNMM(config, train._dataset)

@@ -1,0 +1,50 @@
+import numpy as np
+import pytest
+import torch
+
+from recbole_invrl.model.content import ContentConfigError, ContentEncoder
+
+
+def _dataset(build, atomic_dataset, tmp_path, **config):
+    dense = {"v_feat": np.arange(1, 13, dtype=float).reshape(4, 3), "a_feat": np.ones((4, 2))}
+    words = {"t_words": [[5, 6], [6], [], [7, 5, 5]]}
+    atomic_dataset(tmp_path, "tiny", [(1, 1), (2, 2), (1, 3)], [(1, 2)], [(2, 3)],
+                   dense=dense, words=words)
+    return build("UltraGCNMM", "tiny", **config)
+
+
+def test_layout_normalisation_and_word_bags(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    encoder = ContentEncoder(data, ["v_feat", "t_words", "a_feat"], word_embedding_size=5)
+    assert encoder.layout == [("v_feat", 3), ("t_words", 5), ("a_feat", 2)]
+    item = torch.tensor([data.token2id("item_id", "4")])
+    c = encoder(item)[0].detach()
+    raw = np.array([10.0, 11.0, 12.0])
+    np.testing.assert_allclose(c[:3].numpy(), raw / np.linalg.norm(raw), rtol=1e-6)
+    # item 4's words are 7, 5, 5: the bag sums their embeddings (with repeats), then normalises
+    word_ids = torch.tensor([data.token2id("t_words", w) for w in ("7", "5", "5")])
+    bag = encoder.word_embeddings["t_words"].weight[word_ids].sum(0)
+    torch.testing.assert_close(c[3:8], (bag / bag.norm()).detach())
+    np.testing.assert_allclose(c[8:].numpy(), np.ones(2) / np.sqrt(2), rtol=1e-6)
+
+
+def test_mask_multiplies_content_and_checks_its_shape(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    encoder = ContentEncoder(data, ["v_feat", "a_feat"])
+    items = torch.arange(1, 5)
+    mask = torch.tensor([1.0, 0.0, 0.5, 0.0, 2.0])
+    encoder.set_mask(mask)
+    torch.testing.assert_close(encoder(items), encoder.raw(items) * mask)
+    with pytest.raises(ValueError, match=r"content_mask: expected shape \(5,\)"):
+        encoder.set_mask(torch.ones(4))
+
+
+def test_default_fields_are_every_modality_column(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    assert [f for f, _ in ContentEncoder(data, None).layout] == ["v_feat", "a_feat", "t_words"]
+
+
+def test_unknown_modality_column_names_the_key(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    with pytest.raises(ContentConfigError, match="content_fields: 'x_feat' is not an item feature"):
+        ContentEncoder(data, ["v_feat", "x_feat"])

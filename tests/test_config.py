@@ -1,0 +1,65 @@
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from recbole.model.general_recommender import BPR
+
+from recbole_invrl.config import Config
+from recbole_invrl.model.general_recommender import UltraGCNMM
+
+
+@pytest.fixture
+def tiny(tmp_path, atomic_dataset):
+    dense = {"v_feat": np.eye(4, 3)}
+    atomic_dataset(tmp_path, "tiny", [(1, 1), (2, 2)], [(1, 2)], [(2, 3)], dense=dense,
+                   config={"neg_num": 7, "learning_rate": 0.5, "embedding_size": 8,
+                           "id_reg_weight": 0.3, "proj_reg_weight": 0.2})
+    return tmp_path
+
+
+def test_five_layers_of_precedence(tiny, tmp_path, monkeypatch):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({"learning_rate": 0.25, "embedding_size": 16,
+                                           "id_reg_weight": 0.03}))
+    monkeypatch.setattr(sys, "argv", ["run", "--embedding_size=32"])
+    config = Config("UltraGCNMM", "tiny", config_file_list=[str(config_file)],
+                    config_dict={"data_path": str(tiny), "embedding_size": 24,
+                                 "id_reg_weight": 0.003, "learning_rate": 0.125})
+
+    assert config["eval_step"] == 1                  # RecBole default
+    assert config["valid_metric"] == "NDCG@10"       # plugin overall.yaml over RecBole's MRR@10
+    assert config["content_size"] == 64              # model yaml
+    assert config["neg_num"] == 7                    # dataset yaml over model yaml (50)
+    assert config["proj_reg_weight"] == 0.2          # dataset yaml over model yaml (0.01)
+    assert config["learning_rate"] == 0.125          # config_dict over file over dataset yaml
+    assert config["id_reg_weight"] == 0.003          # config_dict over file
+    assert config["embedding_size"] == 32            # command line over everything
+
+
+def test_config_file_over_dataset_yaml(tiny, tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump({"learning_rate": 0.25}))
+    config = Config("UltraGCNMM", "tiny", config_file_list=[str(config_file)],
+                    config_dict={"data_path": str(tiny)})
+    assert config["learning_rate"] == 0.25
+    assert config["embedding_size"] == 8
+
+
+def test_plugin_model_found_under_both_names(tiny):
+    for name in ("UltraGCNMM", "UltraGCN-MM"):
+        config = Config(name, "tiny", config_dict={"data_path": str(tiny)})
+        assert config["model"] == "UltraGCNMM"
+        assert config.model_class is UltraGCNMM
+
+
+def test_recbole_model_falls_back_to_recbole(tiny):
+    config = Config("BPR", "tiny", config_dict={"data_path": str(tiny)})
+    assert config.model_class is BPR
+    assert config["neg_num"] == 7  # the dataset yaml still applies
+    assert "content_size" not in config.final_config_dict  # no UltraGCNMM defaults
+
+
+def test_unknown_model_is_a_clear_error(tiny):
+    with pytest.raises(ValueError, match="model: unknown model 'NoSuchModel'"):
+        Config("NoSuchModel", "tiny", config_dict={"data_path": str(tiny)})

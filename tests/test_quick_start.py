@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbole_invrl.quick_start import run_recbole_invrl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clusters(tmp_path, atomic_dataset, clustered):
+    train_pairs, valid_pairs, test_pairs, item_cluster = clustered(n_users=20, n_items=30)
+    atomic_dataset(tmp_path, "clusters", train_pairs, valid_pairs, test_pairs,
+                   dense={"v_feat": np.eye(2)[item_cluster]})
+    return tmp_path
+
+
+@pytest.mark.parametrize("model", ["UltraGCN-MM", "BPR", "LightGCN"])
+def test_plugin_and_recbole_models_run_on_the_same_data(clusters, model):
+    result = run_recbole_invrl(model, "clusters", config_dict={
+        "data_path": str(clusters), "epochs": 2, "show_progress": False, "neg_num": 5})
+    assert result["dataset"] == "clusters"
+    for split in ("best_valid_result", "test_result"):
+        assert set(result[split]) == {"recall@10", "ndcg@10", "precision@10"}
+        assert all(0.0 <= v <= 1.0 for v in result[split].values())
+    assert Path(result["saved_model_file"]).is_file()
+
+
+def test_run_script_writes_result_json(clusters, tmp_path):
+    out = tmp_path / "res" / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_invrl.py"), "--model=UltraGCNMM",
+         "--dataset=clusters", f"--data_path={clusters}", "--epochs=1", "--neg_num=3",
+         "--show_progress=False", f"--result_json={out}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["model"] == "UltraGCNMM" and result["dataset"] == "clusters"
+    assert "ndcg@10" in result["test_result"] and result["wall_seconds"] > 0
+
+
+def test_missing_dataset_is_a_message_not_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_invrl.py"), "--model=UltraGCNMM",
+         "--dataset=nowhere", f"--data_path={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "dataset 'nowhere': missing" in proc.stderr and "nowhere.inter" in proc.stderr
+    assert "python -m recbole_invrl.data.convert" in proc.stderr
+
+
+def test_pickled_dataset_caches_are_refused(clusters):
+    with pytest.raises(ValueError, match="save_dataset: not supported"):
+        run_recbole_invrl("UltraGCNMM", "clusters", config_dict={
+            "data_path": str(clusters), "save_dataset": True})
