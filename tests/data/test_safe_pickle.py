@@ -1,0 +1,207 @@
+"""The restricted unpickler: real release-style files load, crafted payloads are refused."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_invrl.data.convert import ConversionError, UnsafePickleError, load_npy, load_pt
+
+
+def obj_array(items) -> np.ndarray:
+    arr = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        arr[i] = x
+    return arr
+
+
+def write_object_npy(path: Path, payload: bytes, shape=(1,)) -> Path:
+    """An .npy file with an object-dtype header followed by an arbitrary pickle payload."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "|O", "fortran_order": False, "shape": shape}
+        )
+        f.write(payload)
+    return path
+
+
+class SystemCall:
+    """Pickles to ``os.system(cmd)``."""
+
+    def __init__(self, cmd: str):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+class WritesMarker:
+    """A custom ``__reduce__`` that writes a marker file through builtins.exec."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+class OpensFile:
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# ----------------------------------------------------------------------------- legitimate data
+
+
+def test_numeric_array_loads(tmp_path):
+    arr = np.arange(12, dtype=np.int64).reshape(6, 2)
+    np.save(tmp_path / "train.npy", arr)
+    np.testing.assert_array_equal(load_npy(tmp_path / "train.npy"), arr)
+    mm = load_npy(tmp_path / "train.npy", mmap_mode="r")
+    assert isinstance(mm, np.memmap)
+    np.testing.assert_array_equal(mm, arr)
+
+
+def test_release_style_object_arrays_load(tmp_path):
+    lists = [[0, 5, 6], [1], [2, np.int64(7)], [3, 8]]
+    np.save(tmp_path / "val_full.npy", obj_array(lists))
+    loaded = load_npy(tmp_path / "val_full.npy")
+    assert loaded.dtype == object and [list(x) for x in loaded] == lists
+
+    d = {0: [5, 6], 1: {7, 8}, 2: np.array([9]), 3: frozenset({1}), 4: (2, 3)}
+    np.save(tmp_path / "user_item_dict.npy", d)
+    loaded = load_npy(tmp_path / "user_item_dict.npy")  # 0-d object array unwrapped
+    assert isinstance(loaded, dict) and loaded.keys() == d.keys()
+    assert loaded[1] == {7, 8} and loaded[3] == frozenset({1}) and loaded[4] == (2, 3)
+    np.testing.assert_array_equal(loaded[2], [9])
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_every_pickle_protocol(tmp_path, protocol):
+    arr = obj_array([[0, 4], {1: {2}}, np.arange(3, dtype=np.int32), np.uint8(3)])
+    path = write_object_npy(tmp_path / "x.npy", pickle.dumps(arr, protocol=protocol), (4,))
+    loaded = load_npy(path)
+    assert loaded[0] == [0, 4] and loaded[1] == {1: {2}} and loaded[3] == 3
+    np.testing.assert_array_equal(loaded[2], [0, 1, 2])
+
+
+def test_numpy2_module_names(tmp_path):
+    """Files written by numpy 2 reference numpy._core.multiarray instead of numpy.core."""
+    payload = pickle.dumps(obj_array([[0, 4], [1, np.int64(5)]]), protocol=2)
+    assert b"numpy.core.multiarray" in payload
+    payload = payload.replace(b"numpy.core.multiarray", b"numpy._core.multiarray")
+    loaded = load_npy(write_object_npy(tmp_path / "x.npy", payload, (2,)))
+    assert [list(x) for x in loaded] == [[0, 4], [1, 5]]
+
+
+def test_self_referencing_list_terminates(tmp_path):
+    lst: list = [1]
+    lst.append(lst)
+    np.save(tmp_path / "x.npy", obj_array([lst]))
+    loaded = load_npy(tmp_path / "x.npy")
+    assert loaded[0][1] is loaded[0]
+
+
+# ----------------------------------------------------------------------------- refused
+
+
+def test_os_system_payload_refused(tmp_path):
+    marker = tmp_path / "SENTINEL"
+    path = write_object_npy(tmp_path / "val_full.npy", pickle.dumps(SystemCall(f"touch {marker}"), protocol=3))
+    with pytest.raises(UnsafePickleError) as info:
+        load_npy(path)
+    msg = str(info.value)
+    assert msg.startswith(f"refused to unpickle {os.system.__module__}.system from val_full.npy")
+    assert "only arrays, lists, dicts, sets and integers are allowed" in msg
+    assert not marker.exists()
+
+
+def test_custom_reduce_refused_and_payload_is_live(tmp_path):
+    marker = tmp_path / "marker.txt"
+    path = write_object_npy(tmp_path / "test_full.npy", pickle.dumps(WritesMarker(marker), protocol=4))
+    with pytest.raises(UnsafePickleError, match=r"refused to unpickle builtins.exec from test_full.npy"):
+        load_npy(path)
+    assert not marker.exists()
+    # The same file really is dangerous for a plain np.load: this proves the test is meaningful.
+    np.load(path, allow_pickle=True)
+    assert marker.read_text() == "pwned"
+
+
+def test_payload_nested_in_a_real_object_array_refused(tmp_path):
+    marker = tmp_path / "opened"
+    np.save(tmp_path / "val_full.npy", obj_array([[0, 4], [1, OpensFile(marker)]]), allow_pickle=True)
+    with pytest.raises(UnsafePickleError, match=r"refused to unpickle (io|builtins)\.open from val_full.npy"):
+        load_npy(tmp_path / "val_full.npy")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("item, what", [
+    ("abc", "an object of type str"),
+    (b"abc", "an object of type bytes"),
+    (1.5, "an object of type float"),
+    (None, "an object of type NoneType"),
+    (np.array(["a"]), "an array of dtype <U1"),
+])
+def test_disallowed_contents(tmp_path, item, what):
+    np.save(tmp_path / "val_full.npy", obj_array([[0, 4], [1, item]]))
+    with pytest.raises(UnsafePickleError) as info:
+        load_npy(tmp_path / "val_full.npy")
+    assert str(info.value).startswith(f"val_full.npy: pickled data holds {what}")
+
+
+def test_float_scalar_refused_at_unpickling(tmp_path):
+    np.save(tmp_path / "x.npy", obj_array([[0, np.float64(1.5)]]))
+    with pytest.raises(UnsafePickleError, match=r"refused to unpickle numpy scalar of dtype float64 from x.npy"):
+        load_npy(tmp_path / "x.npy")
+
+
+def test_object_arrays_refused_when_numeric_expected(tmp_path):
+    np.save(tmp_path / "v_feat.npy", obj_array([[0.5]]))
+    with pytest.raises(ConversionError, match=r"v_feat.npy: holds pickled Python objects"):
+        load_npy(tmp_path / "v_feat.npy", allow_pickle_types=False)
+
+
+def test_truncated_files(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((10, 3)))
+    (tmp_path / "a.npy").write_bytes((tmp_path / "a.npy").read_bytes()[:-1])
+    with pytest.raises(ConversionError, match=r"^a.npy: truncated or corrupt file"):
+        load_npy(tmp_path / "a.npy")
+    np.save(tmp_path / "b.npy", obj_array([[0, 1], [2, 3]]))
+    (tmp_path / "b.npy").write_bytes((tmp_path / "b.npy").read_bytes()[:-3])
+    with pytest.raises(ConversionError, match=r"^b.npy: truncated or corrupt file"):
+        load_npy(tmp_path / "b.npy")
+    (tmp_path / "c.npy").write_bytes(b"")
+    with pytest.raises(ConversionError, match=r"^c.npy: truncated or corrupt file"):
+        load_npy(tmp_path / "c.npy")
+
+
+# ----------------------------------------------------------------------------- .pt
+
+
+def test_pt_tensor_loads(tmp_path):
+    torch.save(torch.arange(6).reshape(2, 3), tmp_path / "feat_t.pt")
+    assert torch.equal(load_pt(tmp_path / "feat_t.pt"), torch.arange(6).reshape(2, 3))
+
+
+def test_pt_payload_refused(tmp_path):
+    marker = tmp_path / "SENTINEL"
+    torch.save(SystemCall(f"touch {marker}"), tmp_path / "feat_v.pt")
+    with pytest.raises(ConversionError) as info:
+        load_pt(tmp_path / "feat_v.pt")
+    assert str(info.value).startswith("feat_v.pt: refused or unreadable pickle")
+    assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_pt_corrupt(tmp_path):
+    (tmp_path / "feat_a.pt").write_bytes(b"not a zip file at all")
+    with pytest.raises(ConversionError, match=r"^feat_a.pt: "):
+        load_pt(tmp_path / "feat_a.pt")
