@@ -2,7 +2,8 @@
 
 Precedence, lowest to highest (RecBole's own order, with the plugin's layers slotted in):
 RecBole defaults < ``recbole_invrl/properties/overall.yaml`` < model yaml
-(``recbole_invrl/properties/model/<Model>.yaml``) < dataset yaml
+(``recbole_invrl/properties/model/<Model>.yaml``, after the yamls of the classes named in
+the model's ``config_bases``: InvRL reads UltraGCNMM.yaml first) < dataset yaml
 (``dataset_configs/<dataset>.yaml``, then ``<data_path>/<dataset>/<dataset>.yaml`` written by
 the converters) < config files < config_dict < command line.
 """
@@ -51,19 +52,23 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        for file in self._plugin_config_files(model, dataset):
+        for file in self._plugin_config_files(model, model_class, dataset):
             config_dict = self._update_internal_config_dict(str(file))
             if config_dict and file.parent != PROPERTIES_DIR / "model":
                 self.parameters["Dataset"] += [
                     k for k in config_dict if k not in self.parameters["Dataset"]
                 ]
 
-    def _plugin_config_files(self, model: str, dataset: str) -> list[Path]:
+    def _plugin_config_files(self, model: str, model_class: type, dataset: str) -> list[Path]:
         """Plugin yaml files in increasing precedence; only those that exist."""
         data_path = self.external_config_dict.get("data_path", str(DEFAULT_DATA_PATH))
+        model_yamls = [
+            PROPERTIES_DIR / "model" / f"{name}.yaml"
+            for name in (*getattr(model_class, "config_bases", ()), model)
+        ]
         candidates = [
             PROPERTIES_DIR / "overall.yaml",
-            PROPERTIES_DIR / "model" / f"{model}.yaml",
+            *model_yamls,
             _recbole_dataset_yaml(dataset),
             DATASET_CONFIG_DIR / f"{dataset}.yaml",
             Path(data_path) / dataset / f"{dataset}.yaml",

@@ -57,7 +57,14 @@ def _is_item_field(dataset, field: str) -> bool:
 class ContentEncoder(nn.Module):
     """Item content c_i (eq. 4-5 act on it through ``content_mask``)."""
 
-    def __init__(self, dataset, fields: list[str] | None, word_embedding_size: int = 128):
+    def __init__(
+        self,
+        dataset,
+        fields: list[str] | None,
+        word_embedding_size: int = 128,
+        shared: "ContentEncoder | None" = None,
+    ):
+        """``shared``: an encoder of the same data whose feature buffers are reused."""
         super().__init__()
         self.fields = resolve_content_fields(dataset, fields)
         item_feat = dataset.get_item_feature()
@@ -66,11 +73,15 @@ class ContentEncoder(nn.Module):
         for field in self.fields:
             values = item_feat[field]
             if dataset.field2type[field] == FeatureType.FLOAT_SEQ:
-                dense = F.normalize(values.float().reshape(len(values), -1), dim=1)
+                if shared is not None:
+                    dense = getattr(shared, f"dense_{field}")
+                else:
+                    dense = F.normalize(values.float().reshape(len(values), -1), dim=1)
                 self.register_buffer(f"dense_{field}", dense, persistent=False)
                 self._layout.append((field, dense.shape[1]))
             else:
-                self.register_buffer(f"words_{field}", values.long(), persistent=False)
+                words = getattr(shared, f"words_{field}") if shared is not None else values.long()
+                self.register_buffer(f"words_{field}", words, persistent=False)
                 self.word_embeddings[field] = nn.Embedding(
                     dataset.num(field), word_embedding_size, padding_idx=0
                 )

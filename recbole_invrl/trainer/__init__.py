@@ -2,7 +2,8 @@
 from recbole.trainer import Trainer as _RecBoleTrainer
 
 from recbole_invrl.compat import with_safe_checkpoints
+from recbole_invrl.trainer.invrl_trainer import InvRLTrainer
 
 Trainer = with_safe_checkpoints(_RecBoleTrainer)
 
-__all__ = ["Trainer"]
+__all__ = ["InvRLTrainer", "Trainer"]

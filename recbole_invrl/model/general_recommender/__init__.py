@@ -1,4 +1,5 @@
 """Plugin recommenders; ``__all__`` is what ``recbole_invrl.utils.get_model`` finds."""
+from recbole_invrl.model.general_recommender.invrl import InvRL
 from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 
-__all__ = ["UltraGCNMM"]
+__all__ = ["InvRL", "UltraGCNMM"]

@@ -23,6 +23,7 @@ from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.item_graph import item_item_neighbors
 
 PROJECTION_CHUNK = 8192  # items projected at once when scoring all items
+GRAPH_BUFFERS = ("neighbor_index", "neighbor_weight", "beta_user", "beta_item")
 
 
 class UltraGCNMM(GeneralRecommender):
@@ -30,7 +31,9 @@ class UltraGCNMM(GeneralRecommender):
 
     input_type = InputType.POINTWISE
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, shared: "UltraGCNMM | None" = None):
+        """``shared``: another UltraGCNMM on the same data whose data-derived buffers
+        (content features, degrees, neighbour table) are reused instead of recomputed."""
         super().__init__(config, dataset)
         self.embedding_size = _positive_int(config, "embedding_size")
         self.content_size = _positive_int(config, "content_size")
@@ -46,7 +49,10 @@ class UltraGCNMM(GeneralRecommender):
         self.proj_reg_weight = _non_negative(config, "proj_reg_weight", float)
 
         self.content = ContentEncoder(
-            dataset, config["content_fields"], _positive_int(config, "word_embedding_size")
+            dataset,
+            config["content_fields"],
+            _positive_int(config, "word_embedding_size"),
+            shared=shared.content if shared is not None else None,
         )
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size + self.content_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
@@ -54,16 +60,28 @@ class UltraGCNMM(GeneralRecommender):
         nn.init.normal_(self.user_embedding.weight, std=config["init_std"])
         nn.init.normal_(self.item_embedding.weight, std=config["init_std"])
 
-        interactions = dataset.inter_matrix(form="csr").astype("float32")
-        self._register_degree_weights(interactions)
+        if shared is None:
+            self._register_graph_buffers(dataset.inter_matrix(form="csr").astype("float32"))
+        else:
+            for name in GRAPH_BUFFERS:
+                self.register_buffer(name, getattr(shared, name), persistent=False)
+        self._all_items_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def share_data_from(self, other: "UltraGCNMM") -> None:
+        """Point every data-derived (non-persistent) buffer at ``other``'s, e.g. after ``.to()``
+        gave each model its own copy."""
+        source_modules = dict(other.named_modules())
+        for name, module in self.named_modules():
+            for buffer in module._non_persistent_buffers_set:
+                setattr(module, buffer, getattr(source_modules[name], buffer))
+
+    # ----------------------------------------------------------------- graph weights
+    def _register_graph_buffers(self, interactions) -> None:
+        """beta_ui = sqrt(d_u + 1) / d_u * 1 / sqrt(d_i + 1) (eq. 18), stored as two factors,
+        and the top-K item-item neighbours with their omega (eq. 20)."""
         index, weight = item_item_neighbors(interactions, self.num_neighbors if self.gamma_i else 0)
         self.register_buffer("neighbor_index", torch.from_numpy(index), persistent=False)
         self.register_buffer("neighbor_weight", torch.from_numpy(weight), persistent=False)
-        self._all_items_cache: tuple[tuple, torch.Tensor] | None = None
-
-    # ----------------------------------------------------------------- graph weights
-    def _register_degree_weights(self, interactions) -> None:
-        """beta_ui = sqrt(d_u + 1) / d_u * 1 / sqrt(d_i + 1) (eq. 18), stored as two factors."""
         interactions = interactions.copy()
         interactions.data[:] = 1.0
         user_degree = torch.from_numpy(interactions.sum(axis=1).A.ravel()).float()
@@ -138,28 +156,43 @@ class UltraGCNMM(GeneralRecommender):
         negatives = self.sample_negatives(len(users))
         return self.loss(users, positives, negatives)
 
+    def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Items scored for each positive: [i, negatives..., S(i) neighbours...] -> (B, M)."""
+        parts = [positives.unsqueeze(1), negatives]
+        if self.gamma_i > 0:
+            parts.append(self.neighbor_index[positives])
+        return torch.cat(parts, dim=1)
+
     def loss(
         self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
     ) -> torch.Tensor:
         """Eq. 15-20 for given positives (B,) and negatives (B, neg_num), plus L2."""
-        parts = [positives.unsqueeze(1), negatives]
-        if self.gamma_i > 0:
-            parts.append(self.neighbor_index[positives])
-        scores = self.forward(users, torch.cat(parts, dim=1))
-        pos_scores, neg_scores = scores[:, 0], scores[:, 1 : 1 + negatives.shape[1]]
+        scores = self.forward(users, self.training_items(positives, negatives))
+        return self.interaction_losses(scores, users, positives, negatives).sum() + self.l2_loss()
 
+    def interaction_losses(
+        self,
+        scores: torch.Tensor,
+        users: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor,
+    ) -> torch.Tensor:
+        """Loss of each positive (B,) from its scores (B, M) laid out as ``training_items``.
+
+        Any scoring function can be plugged in (InvRL's environment and mask models)."""
+        n_neg = negatives.shape[1]
+        pos_scores, neg_scores = scores[:, 0], scores[:, 1 : 1 + n_neg]
         beta_u = self.beta_user[users]
         pos_weight = self.w1 + self.w2 * beta_u * self.beta_item[positives]  # eq. 17-18
         neg_weight = self.w3 + self.w4 * beta_u.unsqueeze(1) * self.beta_item[negatives]
         pos_loss = pos_weight * F.softplus(-pos_scores)  # -log sigma(s_ui)      eq. 16-17
         neg_loss = (neg_weight * F.softplus(neg_scores)).mean(dim=1)  # -log sigma(-s_uj)
-        loss = (pos_loss + self.negative_weight * neg_loss).sum()
-
+        losses = pos_loss + self.negative_weight * neg_loss
         if self.gamma_i > 0:
-            neighbor_scores = scores[:, 1 + negatives.shape[1] :]
             omega = self.neighbor_weight[positives]
-            loss = loss - self.gamma_i * (omega * F.logsigmoid(neighbor_scores)).sum()  # eq. 19
-        return loss + self.l2_loss()
+            item_item = -(omega * F.logsigmoid(scores[:, 1 + n_neg :])).sum(dim=1)  # eq. 19
+            losses = losses + self.gamma_i * item_item
+        return losses
 
     def l2_loss(self) -> torch.Tensor:
         """Release-style L2 (UltraGCN ``norm_loss``): whole tables, separate factors for

@@ -1,0 +1,64 @@
+"""Pieces shared by M3 and M4: the training interactions on the device, and the pretrained
+backbone seen with frozen id embeddings and a fixed content table."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
+
+
+@dataclass
+class TrainingInteractions:
+    """All training (user, item) pairs as device tensors, batched without host round trips."""
+
+    users: torch.Tensor
+    items: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, dataset, device: torch.device) -> "TrainingInteractions":
+        feat = dataset.inter_feat
+        return cls(feat[dataset.uid_field].to(device), feat[dataset.iid_field].to(device))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def batches(self, batch_size: int, shuffle: bool = True) -> Iterator[torch.Tensor]:
+        """Index tensors of one epoch (shuffled with the global torch RNG of the device)."""
+        n = len(self.users)
+        order = torch.randperm(n, device=self.users.device) if shuffle else torch.arange(n, device=self.users.device)
+        return iter(order.split(batch_size))
+
+
+class FrozenBackbone:
+    """The pretrained UltraGCN-MM as M3/M4 use it: id embeddings frozen, content fixed.
+
+    ``content`` is c_i for every item (n_items, D), computed once without gradient, so the
+    environment and mask models can gate it (1 - m, mu) and project it themselves."""
+
+    def __init__(self, backbone: UltraGCNMM):
+        self.model = backbone
+        with torch.no_grad():
+            items = torch.arange(backbone.n_items, device=backbone.item_embedding.weight.device)
+            self.content = torch.cat([backbone.content.raw(chunk) for chunk in items.split(8192)])
+            self.user_weight = backbone.user_embedding.weight.detach()
+            self.item_weight = backbone.item_embedding.weight.detach()
+        self.embedding_size = backbone.embedding_size
+
+    def user_parts(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p_u^(t), p_u^(c)) of eq. 14."""
+        vectors = self.user_weight[users]
+        return vectors[:, : self.embedding_size], vectors[:, self.embedding_size :]
+
+    def id_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """<p_u^(t), t_i> for items (B, M)."""
+        user_ids, _ = self.user_parts(users)
+        return (user_ids.unsqueeze(1) * self.item_weight[items]).sum(-1)
+
+    def training_batch(self, interactions: TrainingInteractions, index: torch.Tensor):
+        """(users, positives, negatives, items scored) for the interactions at ``index``."""
+        users, positives = interactions.users[index], interactions.items[index]
+        negatives = self.model.sample_negatives(len(index))
+        return users, positives, negatives, self.model.training_items(positives, negatives)
