@@ -6,6 +6,10 @@ re-initialised projection W, trained together with m on
 
   L_mask = E_e L^e + alpha ||Var_e(grad_W L^e) * mu||^2 + lambda R(m)        (eq. 10-11)
 
+L^e is the mean loss of environment e's interactions in the batch, so every environment
+weighs the same in E_e L^e whatever its size; the first two terms are multiplied by the
+batch size to match the sum-over-batch scale of the backbone's loss (and so of lambda).
+
 with R(m) = ||m||^2 (``mask_reg: l2``) or the expected number of open gates
 sum_d Phi(m_d / sigma) (``l0``, the stochastic-gate relaxation used by HRM); m is clipped
 to [0, 1] after every step (eq. 12). ``mask_type: binary`` thresholds the gate at 0.5 with
@@ -13,13 +17,13 @@ a straight-through gradient.
 
 The per-environment gradients come in closed form from one backward pass: with
 s = <p_u^(t), t_i> + <p_u^(c), W (mu * c_i)>, grad_W L^e = mean over e's interactions of
-sum_items (dl/ds) p_u^(c) (mu * c_i)^T, so all E gradients are one batched contraction,
-and the penalty is differentiated through dl/ds (``create_graph``).
+sum_items (dl/ds) p_u^(c) (mu * c_i)^T, so all E gradients are one scatter and one
+batched matmul, and the penalty is differentiated through dl/ds (``create_graph``).
+Content is projected once per distinct item in the batch.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
@@ -68,26 +72,40 @@ class MaskLearner(nn.Module):
     def loss(self, users, positives, negatives, items, envs, alpha: float, lam: float):
         """Eq. 10 on one batch; returns (total, risk, penalty)."""
         mu = self.gate()
+        unique, inverse = torch.unique(items, return_inverse=True)
+        gated = self.frozen.content[unique] * mu  # mu * c_i of the distinct items (U, D)
         _, user_content = self.frozen.user_parts(users)
-        queries = (user_content @ self.projection.weight) * mu  # (W^T p_u^(c)) * mu
-        content = self.frozen.content[items]  # (B, M, D)
-        scores = self.frozen.id_scores(users, items) + (content * queries.unsqueeze(1)).sum(-1)
+        item_content = self.projection(gated)[inverse]  # W (mu * c_i), (B, M, C)
+        scores = self.frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
         losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
 
-        env_weights = F.one_hot(envs, self.num_envs).float()  # (B, E)
-        env_counts = env_weights.sum(0)
+        env_counts = torch.bincount(envs, minlength=self.num_envs).float()
         present = (env_counts > 0).float()
-        env_weights = env_weights / env_counts.clamp(min=1.0)
-        env_losses = env_weights.T @ losses  # L^e, mean inside each environment (eq. 11)
+        row_weight = 1.0 / env_counts[envs]  # L^e is a mean inside each environment (eq. 11)
+        env_losses = torch.zeros(self.num_envs, device=losses.device).index_add(0, envs, losses * row_weight)
         risk = (env_losses * present).sum() / present.sum()
 
         (dl_ds,) = torch.autograd.grad(losses.sum(), scores, create_graph=True)
-        weighted_content = torch.bmm(dl_ds.unsqueeze(1), content).squeeze(1) * mu  # (B, D)
-        env_grads = torch.einsum("be,bc,bd->ecd", env_weights, user_content, weighted_content)
+        env_grads = self.environment_gradients(dl_ds * row_weight.unsqueeze(1), user_content, envs, inverse, gated)
         penalty = (gradient_variance(env_grads, present) * mu).square().sum()
         l2 = 0.5 * self.frozen.model.proj_reg_weight * self.projection.weight.square().sum()
-        total = risk + alpha * penalty + lam * self.regulariser() + l2
+        # Scaled by the batch size: the backbone's loss is a sum over the batch, which is
+        # the scale its lambda and L2 factors are tuned for (each environment weighs equally).
+        batch = float(len(users))
+        total = batch * (risk + alpha * penalty) + lam * self.regulariser() + l2
         return total, risk.detach(), penalty.detach()
+
+    def environment_gradients(self, dl_ds, user_content, envs, inverse, gated) -> torch.Tensor:
+        """grad_W L^e for every environment at once: (E, C, D).
+
+        s_bm = <p_b, W x_i> gives grad_W = sum_bm dl/ds_bm p_b x_i^T; the user side is
+        summed per (environment, distinct item) with one index_add, then one batched matmul."""
+        n_unique = gated.shape[0]
+        per_score = dl_ds.unsqueeze(-1) * user_content.unsqueeze(1)  # (B, M, C)
+        slots = (envs.unsqueeze(1) * n_unique + inverse).reshape(-1)
+        summed = torch.zeros(self.num_envs * n_unique, per_score.shape[-1], device=gated.device)
+        summed = summed.index_add(0, slots, per_score.reshape(-1, per_score.shape[-1]))
+        return summed.view(self.num_envs, n_unique, -1).transpose(1, 2) @ gated
 
     @torch.no_grad()
     def clip_(self) -> None:

@@ -39,16 +39,18 @@ class EnvironmentModels(nn.Module):
     def num_envs(self) -> int:
         return self.weight.shape[0]
 
-    def user_content_queries(self, users: torch.Tensor) -> torch.Tensor:
-        """W_e^T p_u^(c), gated by (1 - m), for every environment: (E, B, D)."""
-        _, user_content = self.frozen.user_parts(users)
-        return torch.einsum("bc,ecd->ebd", user_content, self.weight) * self.variant_gate
+    def projected(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_e Psi_i for the distinct ``items`` under every environment: ((E, U, C), inverse)."""
+        unique, inverse = torch.unique(items, return_inverse=True)
+        psi = self.frozen.content[unique] * self.variant_gate  # Psi = (1 - m) * c (eq. 5)
+        return torch.matmul(psi, self.weight.transpose(1, 2)), inverse
 
     def scores(self, users: torch.Tensor, items: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
         """Gamma^(e_b)(u_b, i, Psi_i) for items (B, M), each row under its own environment."""
-        queries = self.user_content_queries(users)[envs, torch.arange(len(users), device=users.device)]
-        content = self.frozen.content[items]  # (B, M, D)
-        return self.frozen.id_scores(users, items) + (content * queries.unsqueeze(1)).sum(-1)
+        projected, inverse = self.projected(items)
+        item_content = projected[envs.unsqueeze(1), inverse]  # (B, M, C)
+        _, user_content = self.frozen.user_parts(users)
+        return self.frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
 
     def regularisation(self) -> torch.Tensor:
         """L1 on the invariant columns of every W_e, plus the backbone's L2 on projections."""
@@ -69,8 +71,9 @@ class EnvironmentModels(nn.Module):
         The id term is shared by all environments, so the argmax needs the content term only."""
         envs = []
         for users, items in zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK)):
-            queries = self.user_content_queries(users)  # (E, b, D)
-            envs.append(torch.einsum("ebd,bd->eb", queries, self.frozen.content[items]).argmax(0))
+            projected, inverse = self.projected(items)  # (E, U, C)
+            _, user_content = self.frozen.user_parts(users)
+            envs.append((projected[:, inverse] * user_content).sum(-1).argmax(0))
         return torch.cat(envs)
 
 

@@ -1,0 +1,108 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_invrl.quick_start import run_recbole_invrl
+from recbole_invrl.trainer import InvRLTrainer
+from recbole_invrl.utils import get_trainer
+
+SCHEDULE = dict(pretrain_epochs=2, epochs=2, invrl_iterations=2, partition_epochs=1,
+                partition_rounds=2, mask_epochs=2, num_envs=3, neg_num=5, train_batch_size=128,
+                show_progress=False, stopping_step=5)
+
+
+@pytest.fixture
+def clusters(tmp_path, atomic_dataset, clustered):
+    train_pairs, valid_pairs, test_pairs, item_cluster = clustered(n_users=24, n_items=36)
+    rng = np.random.default_rng(0)
+    features = np.c_[np.eye(2)[item_cluster], rng.random((36, 3))]
+    atomic_dataset(tmp_path, "clusters", train_pairs, valid_pairs, test_pairs,
+                   dense={"v_feat": features}, words={"t_words": [[i % 5 + 1, 7] for i in range(36)]})
+    return tmp_path
+
+
+def run(data_path, **overrides):
+    return run_recbole_invrl("InvRL", "clusters", config_dict={
+        "data_path": str(data_path), **SCHEDULE, **overrides})
+
+
+def test_get_trainer_picks_the_invrl_trainer():
+    from recbole.utils import ModelType
+
+    assert get_trainer(ModelType.GENERAL, "InvRL") is InvRLTrainer
+
+
+def test_run_writes_mask_record_and_result_fields(clusters):
+    result = run(clusters)
+    mask = np.load(result["mask_path"])
+    assert result["mask_fields"] == [["v_feat", 5], ["t_words", 128]]
+    assert mask.shape == (133,) and (mask >= 0).all() and (mask <= 1).all()
+    record = json.loads(open(result["record_path"]).read())
+    assert [m["iteration"] for m in record["mask"]] == [1, 2]
+    assert all(len(m["mask"]) == 133 for m in record["mask"])
+    assert record["partition"] and all(0 <= p["moved_share"] <= 1 for p in record["partition"])
+    assert set(record["stage_seconds"]) == {"pretrain", "partition-1", "mask-1", "partition-2",
+                                            "mask-2", "final"}
+    assert "ndcg@10" in result["test_result"] and "ndcg@10" in result["best_valid_result"]
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)
+    np.testing.assert_allclose(checkpoint["state_dict"]["mask"].numpy(), mask)
+    torch.testing.assert_close(checkpoint["state_dict"]["final.content.content_mask"],
+                               torch.from_numpy(mask))
+
+
+def test_resume_after_a_kill_between_stages_gives_the_uninterrupted_result(clusters, monkeypatch):
+    uninterrupted = run(clusters)
+    real_learn_mask = InvRLTrainer.learn_mask
+
+    def killed_at_second_mask(self, t, *args, **kwargs):
+        if t == 2:
+            raise KeyboardInterrupt("killed")
+        return real_learn_mask(self, t, *args, **kwargs)
+
+    monkeypatch.setattr(InvRLTrainer, "learn_mask", killed_at_second_mask)
+    with pytest.raises(KeyboardInterrupt):
+        run(clusters)
+    monkeypatch.setattr(InvRLTrainer, "learn_mask", real_learn_mask)
+    calls = []
+    monkeypatch.setattr(InvRLTrainer, "pretrain", lambda self, *a, **k: calls.append("pretrain"))
+    resumed = run(clusters, resume=True)
+
+    assert calls == []  # pretraining was not redone
+    np.testing.assert_array_equal(np.load(resumed["mask_path"]), np.load(uninterrupted["mask_path"]))
+    assert resumed["test_result"] == uninterrupted["test_result"]
+    assert resumed["best_valid_result"] == uninterrupted["best_valid_result"]
+
+
+def test_same_seed_same_mask_other_seed_other_mask(clusters):
+    first, second = run(clusters), run(clusters)
+    other = run(clusters, seed=7)
+    np.testing.assert_array_equal(np.load(first["mask_path"]), np.load(second["mask_path"]))
+    assert not np.array_equal(np.load(first["mask_path"]), np.load(other["mask_path"]))
+
+
+def test_more_environments_than_the_data_fills(clusters):
+    result = run(clusters, num_envs=40, invrl_iterations=1)
+    record = json.loads(open(result["record_path"]).read())
+    assert any(0 in p["env_sizes"] for p in record["partition"])
+    assert np.isfinite(np.load(result["mask_path"])).all()
+
+
+def test_pretrained_backbone_can_be_loaded(clusters):
+    backbone = run_recbole_invrl("UltraGCNMM", "clusters", config_dict={
+        "data_path": str(clusters), **SCHEDULE})
+    calls = []
+    original = torch.load
+
+    def spy(path, *args, **kwargs):
+        calls.append((str(path), kwargs.get("weights_only")))
+        return original(path, *args, **kwargs)
+
+    torch.load = spy
+    try:
+        result = run(clusters, pretrained_path=backbone["saved_model_file"], invrl_iterations=1)
+    finally:
+        torch.load = original
+    assert (backbone["saved_model_file"], True) in calls
+    assert "ndcg@10" in result["test_result"]
