@@ -63,3 +63,12 @@ def test_recbole_model_falls_back_to_recbole(tiny):
 def test_unknown_model_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match="model: unknown model 'NoSuchModel'"):
         Config("NoSuchModel", "tiny", config_dict={"data_path": str(tiny)})
+
+
+def test_invrl_reads_the_backbone_yaml_then_its_own(tiny):
+    from recbole_invrl.model.general_recommender import InvRL
+
+    config = Config("InvRL", "tiny", config_dict={"data_path": str(tiny)})
+    assert config.model_class is InvRL
+    assert config["content_size"] == 64 and config["num_envs"] == 10  # UltraGCNMM.yaml, InvRL.yaml
+    assert config["neg_num"] == 7  # the dataset yaml still wins over both

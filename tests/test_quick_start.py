@@ -58,3 +58,14 @@ def test_pickled_dataset_caches_are_refused(clusters):
     with pytest.raises(ValueError, match="save_dataset: not supported"):
         run_recbole_invrl("UltraGCNMM", "clusters", config_dict={
             "data_path": str(clusters), "save_dataset": True})
+
+
+def test_missing_kwai_names_the_raw_files_and_the_convert_command(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_invrl.py"), "--model=InvRL", "--dataset=kwai",
+         f"--data_path={tmp_path}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "v_feat.npy" in proc.stderr and "val_full.npy" in proc.stderr
+    assert "python -m recbole_invrl.data.convert grcn --src RAW_DIR --name kwai" in proc.stderr
+    assert not (tmp_path / "kwai").exists()  # nothing substituted or half-built

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import recbole_invrl.data.dataset as dataset_module
-from recbole_invrl.data import feature_cache
+from recbole_invrl.data import feature_cache, float_text
 from recbole_invrl.data.dataset import FeatureFileError, parse_float_seq
 
 FEATURES = np.array([[0.25, -1.5, 3.0], [0.5, 0.125, -2.0], [4.0, 1e-5, 0.75], [-0.0625, 8.0, 2.5]])
@@ -224,15 +224,15 @@ def test_separators_and_odd_numbers():
 
 
 def test_error_on_a_later_chunk_names_its_line(monkeypatch, tmp_path):
-    monkeypatch.setattr(dataset_module, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(float_text, "CHUNK_BYTES", 64)
     rows = [f"{i}\t{i}.5 {i}.25" for i in range(40)]
     rows[31] = "31\t1.5 oops"
     item = tmp_path / "x.item"
     item.write_text("item_id:token\tv_feat:float_seq\n" + "\n".join(rows) + "\n")
-    layout = dataset_module._Layout(
+    layout = float_text._Layout(
         "x.item", 2, {"item_id": 0, "v_feat": 1}, ["v_feat"], ["item_id"], "\t", " ", "utf-8"
     )
-    column = dataset_module._DenseColumn("x.item", "v_feat")
+    column = float_text._DenseColumn("x.item", "v_feat")
     message = r"x.item: field 'v_feat' \(float_seq\) line 33: 'oops' is not a number"
     with pytest.raises(FeatureFileError, match=message):
-        dataset_module._read_dense_file(item, layout, {"v_feat": column}, {"item_id": []})
+        float_text._read_dense_file(item, layout, {"v_feat": column}, {"item_id": []})
