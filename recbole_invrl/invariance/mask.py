@@ -24,6 +24,7 @@ Content is projected once per distinct item in the batch.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
@@ -75,7 +76,7 @@ class MaskLearner(nn.Module):
         unique, inverse = torch.unique(items, return_inverse=True)
         gated = self.frozen.content[unique] * mu  # mu * c_i of the distinct items (U, D)
         _, user_content = self.frozen.user_parts(users)
-        item_content = self.projection(gated)[inverse]  # W (mu * c_i), (B, M, C)
+        item_content = F.embedding(inverse, self.projection(gated))  # W (mu * c_i), (B, M, C)
         scores = self.frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
         losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
 

@@ -16,6 +16,7 @@ and the mask stage skips it while it is empty.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
@@ -40,15 +41,19 @@ class EnvironmentModels(nn.Module):
         return self.weight.shape[0]
 
     def projected(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """W_e Psi_i for the distinct ``items`` under every environment: ((E, U, C), inverse)."""
+        """W_e Psi_i for the distinct ``items`` under every environment, as one (U, E, C)
+        table from a single matmul, and the inverse index of ``items`` into it."""
         unique, inverse = torch.unique(items, return_inverse=True)
         psi = self.frozen.content[unique] * self.variant_gate  # Psi = (1 - m) * c (eq. 5)
-        return torch.matmul(psi, self.weight.transpose(1, 2)), inverse
+        n_envs, size, dim = self.weight.shape
+        return (psi @ self.weight.reshape(n_envs * size, dim).T).view(len(unique), n_envs, size), inverse
 
     def scores(self, users: torch.Tensor, items: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
         """Gamma^(e_b)(u_b, i, Psi_i) for items (B, M), each row under its own environment."""
         projected, inverse = self.projected(items)
-        item_content = projected[envs.unsqueeze(1), inverse]  # (B, M, C)
+        n_unique, n_envs, size = projected.shape
+        rows = inverse * n_envs + envs.unsqueeze(1)  # row of (item, e_b) in the flat table
+        item_content = F.embedding(rows, projected.reshape(n_unique * n_envs, size))  # (B, M, C)
         _, user_content = self.frozen.user_parts(users)
         return self.frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
 
@@ -71,9 +76,9 @@ class EnvironmentModels(nn.Module):
         The id term is shared by all environments, so the argmax needs the content term only."""
         envs = []
         for users, items in zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK)):
-            projected, inverse = self.projected(items)  # (E, U, C)
+            projected, inverse = self.projected(items)  # (U, E, C)
             _, user_content = self.frozen.user_parts(users)
-            envs.append((projected[:, inverse] * user_content).sum(-1).argmax(0))
+            envs.append((projected[inverse] * user_content.unsqueeze(1)).sum(-1).argmax(1))
         return torch.cat(envs)
 
 

@@ -106,3 +106,26 @@ def test_pretrained_backbone_can_be_loaded(clusters):
         torch.load = original
     assert (backbone["saved_model_file"], True) in calls
     assert "ndcg@10" in result["test_result"]
+
+
+def test_end_to_end_on_the_spurious_feature_test_bed(tmp_path):
+    """On the planted test bed InvRL gates the invariant dims above the spurious (style) ones."""
+    from recbole_invrl.data.synthetic import generate
+
+    folder = generate("tiktok", 0.005, tmp_path, layout="atomic", seed=0, name="bed")
+    truth = json.loads((folder / "truth.json").read_text())["modalities"]
+    result = run_recbole_invrl("InvRL", "bed", config_dict={
+        "data_path": str(tmp_path), "show_progress": False, "pretrain_epochs": 15, "epochs": 5,
+        "invrl_iterations": 2, "num_envs": 2, "partition_epochs": 5, "partition_rounds": 3,
+        "mask_epochs": 10, "mask_lr": 0.01, "learning_rate": 0.01, "neg_num": 20})
+    mask = np.load(result["mask_path"])
+    offset, invariant, spurious = 0, [], []
+    for field, width in result["mask_fields"]:
+        if "invariant_dims" in truth.get(field, {}):
+            invariant += [offset + d for d in truth[field]["invariant_dims"]]
+            spurious += [offset + d for d in truth[field]["spurious_dims"]]
+        offset += width
+    assert len(invariant) == len(spurious) == 128  # v_feat and a_feat, half of each
+    assert mask[invariant].mean() > mask[spurious].mean() + 0.1
+    for split in ("best_valid_result", "test_result"):
+        assert {"ndcg@10", "recall@10", "precision@10"} <= set(result[split])
