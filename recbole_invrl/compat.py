@@ -38,11 +38,19 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give (``mkstemp`` files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_checkpoint(path: str, device: torch.device | str = "cpu") -> dict[str, Any]:

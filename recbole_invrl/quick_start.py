@@ -10,6 +10,7 @@ from typing import Any
 
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_invrl.compat import default_file_mode
 from recbole_invrl.config import Config
 from recbole_invrl.data import create_dataset, data_preparation
 from recbole_invrl.utils import get_model, get_trainer
@@ -77,6 +78,7 @@ def write_json_atomic(data: dict[str, Any], path: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, default=str)
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

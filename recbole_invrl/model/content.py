@@ -2,7 +2,8 @@
 
 Each ``float_seq`` modality is L2-normalised row-wise (once, at load); each ``token_seq``
 modality is a bag of word ids whose learned embeddings are summed and then normalised
-(the Tiktok text case, NOTES §1). Modalities are concatenated in config order into
+(the Tiktok text case, NOTES §1), computed for all items as one sparse (items x words)
+count matrix times the embedding table. Modalities are concatenated in config order into
 c_i of width D, and multiplied by ``content_mask`` (ones by default; InvRL sets it).
 """
 from __future__ import annotations
@@ -80,8 +81,9 @@ class ContentEncoder(nn.Module):
                 self.register_buffer(f"dense_{field}", dense, persistent=False)
                 self._layout.append((field, dense.shape[1]))
             else:
-                words = getattr(shared, f"words_{field}") if shared is not None else values.long()
-                self.register_buffer(f"words_{field}", words, persistent=False)
+                n_words = dataset.num(field)
+                bags = getattr(shared, f"bags_{field}") if shared is not None else word_bags(values.long(), n_words)
+                self.register_buffer(f"bags_{field}", bags, persistent=False)
                 self.word_embeddings[field] = nn.Embedding(
                     dataset.num(field), word_embedding_size, padding_idx=0
                 )
@@ -112,9 +114,10 @@ class ContentEncoder(nn.Module):
         parts = []
         for field, _ in self._layout:
             if field in self.word_embeddings:
-                words = getattr(self, f"words_{field}")[items]
-                bag = self.word_embeddings[field](words).sum(dim=-2)
-                parts.append(F.normalize(bag, dim=-1))
+                # sum of the item's word embeddings (repeats count), for all items in one
+                # sparse matmul, then normalised
+                bags = torch.sparse.mm(getattr(self, f"bags_{field}"), self.word_embeddings[field].weight)
+                parts.append(F.embedding(items, F.normalize(bags, dim=-1)))
             else:
                 parts.append(getattr(self, f"dense_{field}")[items])
         return torch.cat(parts, dim=-1)
@@ -122,3 +125,14 @@ class ContentEncoder(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """Masked content ``content_mask * c_i`` for ``items``."""
         return self.raw(items) * self.content_mask
+
+
+def word_bags(words: torch.Tensor, n_words: int) -> torch.Tensor:
+    """Padded word ids (n_items, L), 0 = padding -> sparse (n_items, n_words) word counts."""
+    rows = torch.arange(words.shape[0]).repeat_interleave(words.shape[1])
+    cols = words.reshape(-1)
+    keep = cols > 0
+    indices = torch.stack([rows[keep], cols[keep]])
+    counts = torch.ones(indices.shape[1])
+    return torch.sparse_coo_tensor(indices, counts, (words.shape[0], n_words)).coalesce()
+
