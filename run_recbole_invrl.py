@@ -7,7 +7,8 @@ import argparse
 import sys
 
 from recbole_invrl.data import MissingDatasetError
-from recbole_invrl.quick_start import run_recbole_invrl, write_json_atomic
+from recbole_invrl.compat import write_json_atomic
+from recbole_invrl.quick_start import run_recbole_invrl
 
 
 def main() -> int:

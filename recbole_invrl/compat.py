@@ -18,7 +18,8 @@ import json
 import os
 import tempfile
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from recbole.trainer import Trainer
@@ -30,20 +31,32 @@ def plain_config(config) -> dict[str, Any]:
     return json.loads(json.dumps(config.final_config_dict, default=str))
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename into place."""
+def atomic_write(path: str, write: Callable[[str], None], suffix: str = "") -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place;
+    a failed or interrupted write leaves no file behind."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pth")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
         os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` through ``atomic_write``."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), ".pth")
+
+
+def write_json_atomic(data: dict[str, Any], path: str) -> None:
+    """``data`` as indented JSON through ``atomic_write``."""
+    text = json.dumps(data, indent=2, default=str)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), ".json")
 
 
 def default_file_mode() -> int:

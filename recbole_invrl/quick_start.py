@@ -1,16 +1,12 @@
 """``run_recbole_invrl``: config -> dataset -> model -> trainer -> RecBole evaluator."""
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from logging import getLogger
 from typing import Any
 
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_invrl.compat import default_file_mode
 from recbole_invrl.config import Config
 from recbole_invrl.data import create_dataset, data_preparation
 from recbole_invrl.utils import get_model, get_trainer
@@ -68,19 +64,3 @@ def run_recbole_invrl(
 
 def _plain(result) -> dict[str, float] | None:
     return None if result is None else {k: float(v) for k, v in result.items()}
-
-
-def write_json_atomic(data: dict[str, Any], path: str) -> None:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename into place."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

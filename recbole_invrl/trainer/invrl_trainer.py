@@ -23,12 +23,18 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed, set_color
 from tqdm import tqdm
 
-from recbole_invrl.compat import SafeCheckpointMixin, atomic_torch_save, load_checkpoint, with_safe_checkpoints
+from recbole_invrl.compat import (
+    SafeCheckpointMixin,
+    atomic_torch_save,
+    atomic_write,
+    load_checkpoint,
+    with_safe_checkpoints,
+    write_json_atomic,
+)
 from recbole_invrl.invariance import EnvironmentModels, FrozenBackbone, MaskLearner, TrainingInteractions
 from recbole_invrl.invariance.mask import learn_mask, mask_summary
 from recbole_invrl.invariance.partition import environment_sizes, moved_share, train_environments
 from recbole_invrl.model.general_recommender.invrl import config_with
-from recbole_invrl.quick_start import write_json_atomic
 
 
 class InvRLTrainer(SafeCheckpointMixin, Trainer):
@@ -175,9 +181,7 @@ class InvRLTrainer(SafeCheckpointMixin, Trainer):
 
     def _write_mask_and_record(self) -> None:
         mask = self.model.mask.detach().cpu().numpy()
-        tmp = f"{self.mask_file}.tmp.npy"
-        np.save(tmp, mask)
-        os.replace(tmp, self.mask_file)
+        atomic_write(self.mask_file, lambda tmp: _save_npy(tmp, mask), ".npy")
         write_json_atomic(self.record, self.record_file)
 
     def extra_results(self) -> dict[str, Any]:
@@ -194,3 +198,9 @@ class InvRLTrainer(SafeCheckpointMixin, Trainer):
         if not show:
             return None
         return lambda iterable: tqdm(iterable, desc=set_color(description, "pink"), ncols=100)
+
+
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a name
+        np.save(f, array)
+
