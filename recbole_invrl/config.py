@@ -54,7 +54,7 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         for file in self._plugin_config_files(model, model_class, dataset):
             config_dict = self._update_internal_config_dict(str(file))
-            if config_dict and file.parent != PROPERTIES_DIR / "model":
+            if config_dict and file.parent not in (PROPERTIES_DIR, PROPERTIES_DIR / "model"):
                 self.parameters["Dataset"] += [
                     k for k in config_dict if k not in self.parameters["Dataset"]
                 ]
