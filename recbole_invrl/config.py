@@ -13,7 +13,10 @@ from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_invrl.evaluator import register_legacy_ndcg
 from recbole_invrl.utils import canonical_model_name, get_model
+
+register_legacy_ndcg()  # metrics: [..., LegacyNDCG] and valid_metric: LegacyNDCG@K
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent

@@ -1,5 +1,6 @@
 """Plugin recommenders; ``__all__`` is what ``recbole_invrl.utils.get_model`` finds."""
 from recbole_invrl.model.general_recommender.invrl import InvRL
 from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
+from recbole_invrl.model.general_recommender.vbpr import VBPR
 
-__all__ = ["InvRL", "UltraGCNMM"]
+__all__ = ["InvRL", "UltraGCNMM", "VBPR"]
