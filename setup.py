@@ -27,6 +27,7 @@ setup(
         "scikit-learn>=1.3",
         "tqdm>=4.60",
         "tensorboard>=2.10",
+        "matplotlib>=3.7",  # the paper-experiment plots
         # ray (pulled by recbole) needs pkg_resources, gone from setuptools 81.
         "setuptools<81",
     ],
