@@ -19,6 +19,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_invrl.model.common import AllItemsCache, non_negative, positive_int
 from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.item_graph import item_item_neighbors
 
@@ -35,23 +36,23 @@ class UltraGCNMM(GeneralRecommender):
         """``shared``: another UltraGCNMM on the same data whose data-derived buffers
         (content features, degrees, neighbour table) are reused instead of recomputed."""
         super().__init__(config, dataset)
-        self.embedding_size = _positive_int(config, "embedding_size")
-        self.content_size = _positive_int(config, "content_size")
-        self.neg_num = _positive_int(config, "neg_num")
-        self.num_neighbors = _non_negative(config, "num_neighbors", int)
-        self.gamma_i = _non_negative(config, "gamma_i", float)
-        self.negative_weight = _non_negative(config, "negative_weight", float)
-        gamma_c = _non_negative(config, "gamma_c", float)
+        self.embedding_size = positive_int(config, "embedding_size")
+        self.content_size = positive_int(config, "content_size")
+        self.neg_num = positive_int(config, "neg_num")
+        self.num_neighbors = non_negative(config, "num_neighbors", int)
+        self.gamma_i = non_negative(config, "gamma_i", float)
+        self.negative_weight = non_negative(config, "negative_weight", float)
+        gamma_c = non_negative(config, "gamma_c", float)
         self.w1, self.w3 = config["w1"], config["w3"]
         self.w2 = gamma_c if config["w2"] is None else config["w2"]
         self.w4 = gamma_c if config["w4"] is None else config["w4"]
-        self.id_reg_weight = _non_negative(config, "id_reg_weight", float)
-        self.proj_reg_weight = _non_negative(config, "proj_reg_weight", float)
+        self.id_reg_weight = non_negative(config, "id_reg_weight", float)
+        self.proj_reg_weight = non_negative(config, "proj_reg_weight", float)
 
         self.content = ContentEncoder(
             dataset,
             config["content_fields"],
-            _positive_int(config, "word_embedding_size"),
+            positive_int(config, "word_embedding_size"),
             shared=shared.content if shared is not None else None,
         )
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size + self.content_size)
@@ -65,7 +66,7 @@ class UltraGCNMM(GeneralRecommender):
         else:
             for name in GRAPH_BUFFERS:
                 self.register_buffer(name, getattr(shared, name), persistent=False)
-        self._all_items_cache: tuple[tuple, torch.Tensor] | None = None
+        self._all_items = AllItemsCache()
 
     def share_data_from(self, other: "UltraGCNMM") -> None:
         """Point every data-derived (non-persistent) buffer at ``other``'s, e.g. after ``.to()``
@@ -118,21 +119,14 @@ class UltraGCNMM(GeneralRecommender):
 
     def all_item_vectors(self) -> torch.Tensor:
         """Vectors of every item, projected in chunks; cached until a parameter changes."""
-        key = self._parameter_versions()
-        if self._all_items_cache is not None and self._all_items_cache[0] == key:
-            return self._all_items_cache[1]
+        return self._all_items.get(self, self._compute_all_item_vectors)
+
+    def _compute_all_item_vectors(self) -> torch.Tensor:
         items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
         content = torch.cat(
             [self.projection(self.content(chunk)) for chunk in items.split(PROJECTION_CHUNK)]
         )
-        vectors = torch.cat([self.item_embedding.weight, content], dim=1)
-        if not torch.is_grad_enabled():
-            self._all_items_cache = (key, vectors)
-        return vectors
-
-    def _parameter_versions(self) -> tuple:
-        tensors = list(self.parameters()) + [self.content.content_mask]
-        return tuple((id(t), t._version) for t in tensors)
+        return torch.cat([self.item_embedding.weight, content], dim=1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores (eq. 14) of B users against ``items`` of shape (B,) or (B, M)."""
@@ -212,16 +206,3 @@ class UltraGCNMM(GeneralRecommender):
         users = self.user_embedding(interaction[self.USER_ID])
         return (users @ self.all_item_vectors().T).reshape(-1)
 
-
-def _positive_int(config, key: str) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
-    return value
-
-
-def _non_negative(config, key: str, kind: type):
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
-    return kind(value)

@@ -22,6 +22,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_invrl.model.common import AllItemsCache, non_negative, positive_int
 from recbole_invrl.model.content import ContentEncoder
 
 PROJECTION_CHUNK = 8192  # items whose content is projected at once when scoring all items
@@ -34,14 +35,14 @@ class VBPR(GeneralRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.embedding_size = _positive_int(config, "embedding_size")
+        self.embedding_size = positive_int(config, "embedding_size")
         self.visual_size = _visual_size(config, self.embedding_size)
         self.id_size = self.embedding_size - self.visual_size
-        self.reg_weight = _non_negative(config, "reg_weight")
+        self.reg_weight = non_negative(config, "reg_weight")
         _check_negative_sampling(config)
 
         self.content = ContentEncoder(
-            dataset, config["content_fields"], _positive_int(config, "word_embedding_size")
+            dataset, config["content_fields"], positive_int(config, "word_embedding_size")
         )
         # user: [gamma_u, theta_u]; item: gamma_i and beta_i
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
@@ -54,7 +55,7 @@ class VBPR(GeneralRecommender):
         nn.init.xavier_normal_(self.visual_projection.weight)
         nn.init.zeros_(self.item_bias.weight)
         nn.init.zeros_(self.content_bias.weight)
-        self._all_items_cache: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._all_items = AllItemsCache()
 
     @property
     def content_layout(self) -> list[tuple[str, int]]:
@@ -80,20 +81,13 @@ class VBPR(GeneralRecommender):
     def all_item_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``item_terms`` of every item, content projected in chunks on the model's device;
         cached (outside autograd) until a parameter or the content mask changes."""
-        key = self._parameter_versions()
-        if self._all_items_cache is not None and self._all_items_cache[0] == key:
-            return self._all_items_cache[1]
+        return self._all_items.get(self, self._compute_all_item_terms)
+
+    def _compute_all_item_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
         items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
         visual, content_bias = zip(*(self._content_terms(c) for c in items.split(PROJECTION_CHUNK)))
         vectors = torch.cat([self.item_embedding.weight, torch.cat(visual)], dim=1)
-        biases = self.item_bias.weight.squeeze(-1) + torch.cat(content_bias)
-        if not torch.is_grad_enabled():
-            self._all_items_cache = (key, (vectors, biases))
-        return vectors, biases
-
-    def _parameter_versions(self) -> tuple:
-        tensors = list(self.parameters()) + [self.content.content_mask]
-        return tuple((id(t), t._version) for t in tensors)
+        return vectors, self.item_bias.weight.squeeze(-1) + torch.cat(content_bias)
 
     # ----------------------------------------------------------------- scoring and loss
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -130,20 +124,6 @@ class VBPR(GeneralRecommender):
         vectors, biases = self.all_item_terms()
         users = self.user_embedding(interaction[self.USER_ID])
         return (torch.addmm(biases.unsqueeze(0), users, vectors.T)).reshape(-1)
-
-
-def _positive_int(config, key: str) -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
-    return value
-
-
-def _non_negative(config, key: str) -> float:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
-    return float(value)
 
 
 def _visual_size(config, embedding_size: int) -> int:

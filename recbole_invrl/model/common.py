@@ -1,0 +1,41 @@
+"""Small pieces the recommenders share: config checks that name the key, and the cache of
+whole-catalogue item terms used by full-ranking evaluation."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+
+def positive_int(config, key: str) -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def non_negative(config, key: str, kind: type = float):
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{key}: expected a number >= 0, got {value!r}")
+    return kind(value)
+
+
+class AllItemsCache:
+    """Terms computed for every item, reused while no parameter or buffer of the module has
+    changed (tensor versions move on every in-place update: optimiser steps, ``load_state_dict``,
+    ``set_content_mask``). Only filled outside autograd, i.e. during evaluation."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._value: Any = None
+
+    def get(self, module: nn.Module, compute: Callable[[], Any]) -> Any:
+        key = tuple((id(t), t._version) for t in [*module.parameters(), *module.buffers()])
+        if self._key == key:
+            return self._value
+        value = compute()
+        if not torch.is_grad_enabled():
+            self._key, self._value = key, value
+        return value
