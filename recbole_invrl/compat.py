@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -79,6 +80,13 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu") -> dict[str, 
 
 class SafeCheckpointMixin:
     """Checkpoint save/resume/best-model reload for RecBole trainers, weights-only."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        # RecBole names checkpoints by the second; two runs started in the same second
+        # (a benchmark, a test) would share one file. A random suffix keeps them apart.
+        stem, ext = os.path.splitext(self.saved_model_file)
+        self.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
 
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
         return {

@@ -82,3 +82,10 @@ def test_recbole_trainers_get_safe_checkpoints():
     assert issubclass(trainer_class, Trainer)
     assert trainer_class._save_checkpoint is not Trainer._save_checkpoint
     assert with_safe_checkpoints(trainer_class) is trainer_class
+
+
+def test_runs_started_in_the_same_second_get_their_own_checkpoint(trained):
+    config, train, _, trainer = trained
+    other = type(trainer)(config, UltraGCNMM(config, train._dataset))
+    again = type(trainer)(config, UltraGCNMM(config, train._dataset))
+    assert len({trainer.saved_model_file, other.saved_model_file, again.saved_model_file}) == 3
