@@ -93,7 +93,8 @@ def mask_values(exp: Experiment, record_path: str | None = None) -> tuple[Path, 
         rows += [{"field": field, "dim": d, "mask": mask[start + d]} for d in range(width)]
         start += width
     table = pd.DataFrame(rows)
-    figure, axes = plt.subplots(len(fields), 1, figsize=(7, 1.8 * len(fields)), squeeze=False)
+    figure, axes = plt.subplots(len(fields), 1, figsize=(7, 2.2 * len(fields)), squeeze=False,
+                                constrained_layout=True)
     for ax, (field, _) in zip(axes[:, 0], fields):
         part = table[table["field"] == field]
         ax.bar(part["dim"], part["mask"], width=1.0)
