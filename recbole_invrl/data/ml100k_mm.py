@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,8 @@ import pandas as pd
 import recbole
 from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+from recbole_invrl.data.convert.atomic import atomic_output_dir
 
 NAME = "ml-100k-mm"
 SOURCE_DIR = Path(recbole.__file__).resolve().parent / "dataset_example" / "ml-100k"
@@ -39,7 +38,6 @@ SEED = 0
 def build(out: str | Path) -> Path:
     """Write ``<out>/ml-100k-mm/`` (``.inter`` and ``.item``) and return the folder."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     items = _read_atomic(SOURCE_DIR / "ml-100k.item")
     inter = _read_atomic(SOURCE_DIR / "ml-100k.inter")
     features = {
@@ -48,20 +46,11 @@ def build(out: str | Path) -> Path:
         "year_feat": year_encoding(items["release_year"]),
         "kg_feat": text_embedding(knowledge_graph_bags(items["item_id"]), 64),
     }
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=f".{NAME}.tmp-"))
-    tmp.chmod(0o755)
-    try:
+    with atomic_output_dir(out, NAME) as tmp:
         inter.to_csv(tmp / f"{NAME}.inter", sep="\t", index=False, header=_atomic_header(inter, {
             "user_id": "token", "item_id": "token", "rating": "float", "timestamp": "float"}))
         _write_item_file(tmp / f"{NAME}.item", items["item_id"].to_numpy(), features)
-        final = out / NAME
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return out / NAME
 
 
 def genre_multi_hot(genres: pd.Series) -> np.ndarray:
