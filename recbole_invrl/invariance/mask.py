@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
+from recbole_invrl.model.common import final_mask
 
 MASK_TYPES = ("float", "binary")
 MASK_REGS = ("l2", "l0")
@@ -114,8 +115,7 @@ class MaskLearner(nn.Module):
 
     def final_mask(self) -> torch.Tensor:
         """m as the final model uses it: float, or thresholded for a binary mask."""
-        mask = self.mask.detach()
-        return (mask > 0.5).float() if self.mask_type == "binary" else mask.clone()
+        return final_mask(self.mask.detach().clone(), self.mask_type)
 
 
 def gradient_variance(env_grads: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -169,7 +169,3 @@ def mask_summary(mask: torch.Tensor, layout: list[tuple[str, int]]) -> dict[str,
         start += width
     return summary
 
-
-def initial_mask(dim: int, device) -> torch.Tensor:
-    """m starts at 0.5 in every dimension: the representation is split equally (§2.3.3)."""
-    return torch.full((dim,), 0.5, device=device)

@@ -22,6 +22,11 @@ def non_negative(config, key: str, kind: type = float):
     return kind(value)
 
 
+def final_mask(mask: torch.Tensor, mask_type: str) -> torch.Tensor:
+    """m as the final model uses it: the float mask, or thresholded at 0.5 when binary."""
+    return (mask > 0.5).float() if mask_type == "binary" else mask
+
+
 class AllItemsCache:
     """Terms computed for every item, reused while no parameter or buffer of the module has
     changed (tensor versions move on every in-place update: optimiser steps, ``load_state_dict``,

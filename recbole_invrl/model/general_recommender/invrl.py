@@ -14,6 +14,7 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from recbole_invrl.model.common import final_mask
 from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 
 
@@ -54,8 +55,7 @@ class InvRL(GeneralRecommender):
 
     def start_final_model(self) -> None:
         """M5: the final model sees Phi = m * c (a thresholded m for a binary mask)."""
-        mask = (self.mask > 0.5).float() if self.mask_type == "binary" else self.mask
-        self.final.set_content_mask(mask)
+        self.final.set_content_mask(final_mask(self.mask, self.mask_type))
 
     def calculate_loss(self, interaction):
         return self.final.calculate_loss(interaction)
