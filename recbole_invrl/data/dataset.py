@@ -125,10 +125,19 @@ class MultimodalDataset(Dataset):
         cache = feature_cache.cache_for(filepath, self.config, settings, self.logger)
         frame = self._frame_from_cache(cache, fields) if cache is not None else None
         if frame is None:
-            columns = self._parse_dense_file(filepath, header, fields)
-            if cache is not None:
-                cache.save(columns)
-            frame = self._frame(columns, fields)
+            frame = self._parse_and_cache(filepath, header, fields, cache)
+        return frame
+
+    def _parse_and_cache(self, filepath, header, fields, cache) -> pd.DataFrame:
+        """Parse the file; with a cache, write it and go on from the memory-mapped entry, so
+        the parsed matrices are freed before ``_stack_rows`` copies the rows into item order."""
+        columns = self._parse_dense_file(filepath, header, fields)
+        if cache is None or cache.save(columns) is None:
+            return self._frame(columns, fields)
+        del columns
+        frame = self._frame_from_cache(cache, fields)
+        if frame is None:  # the entry just written did not read back: keep the parse
+            frame = self._frame(self._parse_dense_file(filepath, header, fields), fields)
         return frame
 
     def _frame_from_cache(self, cache: feature_cache.FeatureCache, fields) -> pd.DataFrame | None:
@@ -313,11 +322,20 @@ def _parse_float(cells: pd.Series, filepath, field) -> pd.Series:
 
 def _stack_rows(rows: np.ndarray, width: int) -> torch.Tensor:
     """Rows of equal ``width`` (or empty, read as zeros) as one float tensor, copied a few
-    thousand rows at a time (rows are usually views of one parsed or memory-mapped matrix)."""
+    thousand rows at a time (rows are usually views of one parsed or memory-mapped matrix).
+
+    The rows are copied in the order they lie in memory, so each block reads one stretch of
+    the source; rows from the memory-mapped feature cache have their pages released after
+    every block, so the copy and the mapped file are never both resident."""
     matrix = np.zeros((len(rows), width), dtype=np.float32)
+    if not width:
+        return torch.from_numpy(matrix)
     full = np.flatnonzero(np.fromiter((len(r) == width for r in rows), dtype=bool, count=len(rows)))
-    if width:
-        for start in range(0, len(full), STACK_ROWS):
-            index = full[start : start + STACK_ROWS]
-            matrix[index] = np.stack(rows[index])
+    address = np.fromiter((r.__array_interface__["data"][0] for r in rows[full]), np.uint64, len(full))
+    full = full[np.argsort(address, kind="stable")]
+    mapping = feature_cache.file_mapping(rows[full[0]]) if len(full) else None
+    for start in range(0, len(full), STACK_ROWS):
+        index = full[start : start + STACK_ROWS]
+        matrix[index] = np.stack(rows[index])
+        feature_cache.release_pages(mapping)
     return torch.from_numpy(matrix)

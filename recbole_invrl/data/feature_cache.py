@@ -12,13 +12,15 @@ mtime_ns and a hash of its first and last MiB, the settings that change what par
 returns, and ``CACHE_FORMAT``; any change gives another entry. An entry is written into a
 temporary folder and renamed into place, so readers see a whole entry or none; an entry
 that fails its checks (manifest, sizes, dtypes, shapes, CRC-32 of the contents) is deleted
-and rebuilt. Arrays are loaded with ``allow_pickle=False``; matrices are memory-mapped.
+and rebuilt. Arrays are loaded with ``allow_pickle=False``; matrices are memory-mapped
+(read-only), and the pages the checksum read are handed back (``release_pages``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -113,7 +115,7 @@ class FeatureCache:
         array = np.load(path, mmap_mode=mmap, allow_pickle=False)
         if array.dtype.str != spec["dtype"] or list(array.shape) != spec["shape"]:
             raise ValueError(f"{path.name} holds {array.dtype.str} {array.shape}, not {spec}")
-        if _crc32(array) != spec["crc32"]:
+        if _crc32(array, mapping=file_mapping(array)) != spec["crc32"]:
             raise ValueError(f"{path.name}: checksum mismatch")
         return array
 
@@ -158,6 +160,25 @@ class FeatureCache:
                 _remove(path)
 
 
+def file_mapping(array: np.ndarray) -> mmap.mmap | None:
+    """The read-only memory map under ``array`` (a cached matrix or a view of one), else None."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    if base is None or base.closed:
+        return None
+    with memoryview(base) as view:
+        return base if view.readonly else None
+
+
+def release_pages(mapping: mmap.mmap | None) -> None:
+    """Unmap the resident pages of a read-only file mapping from this process: they leave its
+    RSS but stay in the page cache, and a later read maps them again (the contents cannot
+    change: the mapping is read-only and shared)."""
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
 def _write_arrays(folder: Path, columns: Columns) -> dict:
     specs = {}
     for i, (name, parts) in enumerate(columns.items()):
@@ -177,17 +198,26 @@ def _write_arrays(folder: Path, columns: Columns) -> dict:
     return specs
 
 
-def _crc32(array: np.ndarray, block_bytes: int = 1 << 24) -> int:
-    """CRC-32 of an array's bytes in C order (about 4 GB/s: cheap next to using them);
-    a non-contiguous array (a column slice) is copied a block of rows at a time."""
-    if array.flags.c_contiguous or array.ndim == 0:
-        return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-    rows = max(1, block_bytes // max(array[0].nbytes, 1))
+def _crc32(array: np.ndarray, block_bytes: int = 1 << 24, mapping: mmap.mmap | None = None) -> int:
+    """CRC-32 of an array's bytes in C order (about 4 GB/s: cheap next to using them), a
+    block at a time; a non-contiguous array (a column slice) is copied a block of rows at a
+    time. The pages of ``mapping`` (the file under a memory-mapped array) are released
+    after every block, so checking a cached matrix does not make it resident."""
     crc = 0
-    for start in range(0, len(array), rows):
-        block = np.ascontiguousarray(array[start : start + rows])
-        crc = zlib.crc32(block.reshape(-1).view(np.uint8), crc)
+    for block in _byte_blocks(array, block_bytes):
+        crc = zlib.crc32(block, crc)
+        release_pages(mapping)
     return crc
+
+
+def _byte_blocks(array: np.ndarray, block_bytes: int):
+    """The bytes of ``array`` in C order, as uint8 arrays of about ``block_bytes``."""
+    if array.flags.c_contiguous or array.ndim == 0:
+        flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        return (flat[start : start + block_bytes] for start in range(0, len(flat), block_bytes))
+    rows = max(1, block_bytes // max(array[0].nbytes, 1))
+    return (np.ascontiguousarray(array[start : start + rows]).reshape(-1).view(np.uint8)
+            for start in range(0, len(array), rows))
 
 
 def _age(path: Path) -> float:

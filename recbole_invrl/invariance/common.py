@@ -35,17 +35,24 @@ class TrainingInteractions:
 class FrozenBackbone:
     """The pretrained UltraGCN-MM as M3/M4 use it: id embeddings frozen, content fixed.
 
-    ``content`` is c_i for every item (n_items, D), computed once without gradient, so the
-    environment and mask models can gate it (1 - m, mu) and project it themselves."""
+    ``content_rows`` gives c_i of the items asked for, without gradient, so the environment
+    and mask models can gate it (1 - m, mu) and project it themselves. No (n_items, D)
+    table is built: dense modalities are gathered from the dataset's matrix, word
+    modalities from their (n_items, width) tables, computed once here."""
 
     def __init__(self, backbone: UltraGCNMM):
         self.model = backbone
         with torch.no_grad():
-            items = torch.arange(backbone.n_items, device=backbone.item_embedding.weight.device)
-            self.content = torch.cat([backbone.content.raw(chunk) for chunk in items.split(8192)])
+            encoder = backbone.content
+            self.word_tables = {field: encoder.word_table(field) for field in encoder.word_embeddings}
             self.user_weight = backbone.user_embedding.weight.detach()
             self.item_weight = backbone.item_embedding.weight.detach()
         self.embedding_size = backbone.embedding_size
+
+    def content_rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Unmasked c_i of ``items`` (any shape) -> (*shape, D), a fresh tensor."""
+        with torch.no_grad():
+            return self.model.content.raw(items, self.word_tables)
 
     def user_parts(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(p_u^(t), p_u^(c)) of eq. 14."""

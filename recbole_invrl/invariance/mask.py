@@ -19,7 +19,10 @@ The per-environment gradients come in closed form from one backward pass: with
 s = <p_u^(t), t_i> + <p_u^(c), W (mu * c_i)>, grad_W L^e = mean over e's interactions of
 sum_items (dl/ds) p_u^(c) (mu * c_i)^T, so all E gradients are one scatter and one
 batched matmul, and the penalty is differentiated through dl/ds (``create_graph``).
-Content is projected once per distinct item in the batch.
+Content is projected once per distinct item in the batch. The gate is applied to W's
+columns rather than to c: W (mu * c) = (W diag mu) c and sum p (mu * c)^T =
+(sum p c^T) diag mu, so the (distinct items x D) content is the only batch tensor of
+that size, and no gradient of that size is formed (equal up to float rounding).
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
-from recbole_invrl.model.common import final_mask
+from recbole_invrl.model.common import distinct_items, final_mask
 
 MASK_TYPES = ("float", "binary")
 MASK_REGS = ("l2", "l0")
@@ -74,10 +77,11 @@ class MaskLearner(nn.Module):
     def loss(self, users, positives, negatives, items, envs, alpha: float, lam: float):
         """Eq. 10 on one batch; returns (total, risk, penalty)."""
         mu = self.gate()
-        unique, inverse = torch.unique(items, return_inverse=True)
-        gated = self.frozen.content[unique] * mu  # mu * c_i of the distinct items (U, D)
+        unique, inverse = distinct_items(items)
+        content = self.frozen.content_rows(unique)  # c_i of the distinct items (U, D)
+        gated_weight = self.projection.weight * mu  # W (mu * c_i) = (W diag mu) c_i
         _, user_content = self.frozen.user_parts(users)
-        item_content = F.embedding(inverse, self.projection(gated))  # W (mu * c_i), (B, M, C)
+        item_content = F.embedding(inverse, F.linear(content, gated_weight))  # (B, M, C)
         scores = self.frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
         losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
 
@@ -88,7 +92,7 @@ class MaskLearner(nn.Module):
         risk = (env_losses * present).sum() / present.sum()
 
         (dl_ds,) = torch.autograd.grad(losses.sum(), scores, create_graph=True)
-        env_grads = self.environment_gradients(dl_ds * row_weight.unsqueeze(1), user_content, envs, inverse, gated)
+        env_grads = self.environment_gradients(dl_ds * row_weight.unsqueeze(1), user_content, envs, inverse, content) * mu
         penalty = (gradient_variance(env_grads, present) * mu).square().sum()
         l2 = 0.5 * self.frozen.model.proj_reg_weight * self.projection.weight.square().sum()
         # Scaled by the batch size: the backbone's loss is a sum over the batch, which is
@@ -97,17 +101,18 @@ class MaskLearner(nn.Module):
         total = batch * (risk + alpha * penalty) + lam * self.regulariser() + l2
         return total, risk.detach(), penalty.detach()
 
-    def environment_gradients(self, dl_ds, user_content, envs, inverse, gated) -> torch.Tensor:
-        """grad_W L^e for every environment at once: (E, C, D).
+    def environment_gradients(self, dl_ds, user_content, envs, inverse, content) -> torch.Tensor:
+        """sum_bm dl/ds_bm p_b c_i^T for every environment at once: (E, C, D); times mu
+        (column-wise) it is grad_W L^e, as s_bm = <p_b, W (mu * c_i)>.
 
-        s_bm = <p_b, W x_i> gives grad_W = sum_bm dl/ds_bm p_b x_i^T; the user side is
-        summed per (environment, distinct item) with one index_add, then one batched matmul."""
-        n_unique = gated.shape[0]
+        The user side is summed per (environment, distinct item) with one index_add, then
+        one batched matmul with the content of the distinct items."""
+        n_unique = content.shape[0]
         per_score = dl_ds.unsqueeze(-1) * user_content.unsqueeze(1)  # (B, M, C)
         slots = (envs.unsqueeze(1) * n_unique + inverse).reshape(-1)
-        summed = torch.zeros(self.num_envs * n_unique, per_score.shape[-1], device=gated.device)
+        summed = torch.zeros(self.num_envs * n_unique, per_score.shape[-1], device=content.device)
         summed = summed.index_add(0, slots, per_score.reshape(-1, per_score.shape[-1]))
-        return summed.view(self.num_envs, n_unique, -1).transpose(1, 2) @ gated
+        return summed.view(self.num_envs, n_unique, -1).transpose(1, 2) @ content
 
     @torch.no_grad()
     def clip_(self) -> None:

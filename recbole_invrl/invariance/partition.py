@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
+from recbole_invrl.model.common import distinct_items
 
 ASSIGN_CHUNK = 16384
 
@@ -43,8 +44,8 @@ class EnvironmentModels(nn.Module):
     def projected(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """W_e Psi_i for the distinct ``items`` under every environment, as one (U, E, C)
         table from a single matmul, and the inverse index of ``items`` into it."""
-        unique, inverse = torch.unique(items, return_inverse=True)
-        psi = self.frozen.content[unique] * self.variant_gate  # Psi = (1 - m) * c (eq. 5)
+        unique, inverse = distinct_items(items)
+        psi = self.frozen.content_rows(unique).mul_(self.variant_gate)  # Psi = (1 - m) * c (eq. 5)
         n_envs, size, dim = self.weight.shape
         return (psi @ self.weight.reshape(n_envs * size, dim).T).view(len(unique), n_envs, size), inverse
 

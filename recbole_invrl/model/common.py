@@ -44,3 +44,18 @@ class AllItemsCache:
         if not torch.is_grad_enabled():
             self._key, self._value = key, value
         return value
+
+
+def distinct_items(items: torch.Tensor, dedupe: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(items to compute, index of each entry of ``items`` into them).
+
+    On the CPU (``dedupe`` None) these are the distinct items, so each is projected once.
+    On an accelerator they are the items themselves: ``torch.unique`` has a data-dependent
+    output size, so the host would wait for the device at every step, which costs more
+    there than projecting the duplicates. Both give the same numbers."""
+    if dedupe is None:
+        dedupe = items.device.type == "cpu"
+    if dedupe:
+        return torch.unique(items, return_inverse=True)
+    flat = items.reshape(-1)
+    return flat, torch.arange(len(flat), device=items.device).view(items.shape)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-DEFAULT_BLOCK_NNZ = 20_000_000
+DEFAULT_BLOCK_NNZ = 2_000_000  # entries of G per block: ~100 bytes each while a block is ranked
 
 
 def binarize(interactions: sp.spmatrix) -> sp.csr_matrix:

@@ -70,3 +70,21 @@ def test_unknown_modality_column_is_a_config_error(build, atomic_dataset, tmp_pa
     config, _, train, *_ = build("UltraGCNMM", "tiny", content_fields=["v_feat", "image_feat"])
     with pytest.raises(ContentConfigError, match="content_fields: 'image_feat'"):
         UltraGCNMM(config, train._dataset)
+
+
+def test_stack_rows_copies_shuffled_memory_mapped_rows_into_place(tmp_path, monkeypatch):
+    """Rows in item order (not file order), empty rows as zeros, from the cache's memory map."""
+    from recbole_invrl.data import dataset as dataset_module
+
+    matrix = np.random.default_rng(0).random((50, 16), dtype=np.float32)
+    np.save(tmp_path / "m.npy", matrix)
+    mapped = list(np.asarray(np.load(tmp_path / "m.npy", mmap_mode="r")))
+    order = np.random.default_rng(1).permutation(50)
+    rows = np.empty(52, dtype=object)
+    rows[0], rows[27] = np.zeros(0), np.zeros(0)
+    rows[np.r_[1:27, 28:52]] = [mapped[i] for i in order]
+    expected = np.zeros((52, 16), dtype=np.float32)
+    expected[np.r_[1:27, 28:52]] = matrix[order]
+    for block in (4096, 7):
+        monkeypatch.setattr(dataset_module, "STACK_ROWS", block)
+        np.testing.assert_array_equal(dataset_module._stack_rows(rows, 16).numpy(), expected)

@@ -236,3 +236,19 @@ def test_error_on_a_later_chunk_names_its_line(monkeypatch, tmp_path):
     message = r"x.item: field 'v_feat' \(float_seq\) line 33: 'oops' is not a number"
     with pytest.raises(FeatureFileError, match=message):
         float_text._read_dense_file(item, layout, {"v_feat": column}, {"item_id": []})
+
+
+def test_released_pages_of_a_cached_matrix_read_back_the_same(tmp_path):
+    """Pages handed back by ``release_pages`` are mapped again from the file on the next read."""
+    from recbole_invrl.data.feature_cache import file_mapping, release_pages
+
+    matrix = np.random.default_rng(0).random((64, 1024), dtype=np.float32)
+    np.save(tmp_path / "m.npy", matrix)
+    mapped = np.load(tmp_path / "m.npy", mmap_mode="r")
+    rows = list(np.asarray(mapped))
+    mapping = file_mapping(rows[3])
+    assert mapping is mapped._mmap
+    np.testing.assert_array_equal(np.stack(rows), matrix)
+    release_pages(mapping)
+    np.testing.assert_array_equal(np.stack(rows), matrix)
+    assert file_mapping(matrix[3]) is None  # an array in memory: nothing to release

@@ -56,7 +56,7 @@ def test_closed_form_environment_gradients_match_autograd(frozen_factory):
     def env_loss(e):
         rows = envs == e
         _, p_c = frozen.user_parts(users[rows])
-        content = frozen.content[items[rows]] * mu
+        content = frozen.content_rows(items[rows]) * mu
         scores = frozen.id_scores(users[rows], items[rows]) + torch.einsum(
             "bmd,cd,bc->bm", content, weight, p_c)
         return frozen.model.interaction_losses(scores, users[rows], pos[rows], neg[rows]).mean()
@@ -84,3 +84,53 @@ def test_mask_summary_per_modality():
     summary = mask_summary(torch.tensor([0.1, 0.3, 1.0, 0.0, 0.5]), [("v", 2), ("t", 3)])
     assert abs(summary["v"]["mean"] - 0.2) < 1e-6 and abs(summary["v"]["max"] - 0.3) < 1e-6
     assert summary["t"]["min"] == 0.0 and summary["t"]["max"] == 1.0
+
+
+def _loss_with_gated_content(learner, users, pos, neg, items, envs, alpha, lam):
+    """The formulation before the gate moved onto W's columns: (mu * c) as a (U, D) tensor."""
+    from torch.nn import functional as F
+
+    frozen = learner.frozen
+    mu = learner.gate()
+    unique, inverse = torch.unique(items, return_inverse=True)
+    gated = frozen.content_rows(unique) * mu
+    _, user_content = frozen.user_parts(users)
+    item_content = F.embedding(inverse, learner.projection(gated))
+    scores = frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
+    losses = frozen.model.interaction_losses(scores, users, pos, neg)
+    env_counts = torch.bincount(envs, minlength=learner.num_envs).float()
+    present = (env_counts > 0).float()
+    row_weight = 1.0 / env_counts[envs]
+    env_losses = torch.zeros(learner.num_envs).index_add(0, envs, losses * row_weight)
+    risk = (env_losses * present).sum() / present.sum()
+    (dl_ds,) = torch.autograd.grad(losses.sum(), scores, create_graph=True)
+    per_score = (dl_ds * row_weight.unsqueeze(1)).unsqueeze(-1) * user_content.unsqueeze(1)
+    slots = (envs.unsqueeze(1) * len(unique) + inverse).reshape(-1)
+    summed = torch.zeros(learner.num_envs * len(unique), per_score.shape[-1])
+    summed = summed.index_add(0, slots, per_score.reshape(-1, per_score.shape[-1]))
+    env_grads = summed.view(learner.num_envs, len(unique), -1).transpose(1, 2) @ gated
+    penalty = (gradient_variance(env_grads, present) * mu).square().sum()
+    l2 = 0.5 * frozen.model.proj_reg_weight * learner.projection.weight.square().sum()
+    total = float(len(users)) * (risk + alpha * penalty) + lam * learner.regulariser() + l2
+    return total, risk, penalty
+
+
+def test_gate_on_the_projection_gives_the_gated_content_loss_and_gradients(frozen_factory):
+    """W (mu * c) computed as (W diag mu) c: same loss, penalty and gradients up to rounding."""
+    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=3)
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=8, proj_reg_weight=0.3)
+    with torch.no_grad():
+        frozen.user_weight.normal_(generator=torch.Generator().manual_seed(3))
+    envs = _envs_for(interactions, data, pairs, planted)
+    learner = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), num_envs=2, sigma=0.05)
+    torch.manual_seed(1)
+    users, pos, neg, items = frozen.training_batch(interactions, torch.arange(len(interactions)))
+    results = []
+    for loss_fn in (learner.loss, lambda *a: _loss_with_gated_content(learner, *a)):
+        torch.manual_seed(2)  # the same gate noise
+        total, risk, penalty = loss_fn(users, pos, neg, items, envs, 1.5, 0.1)
+        grads = torch.autograd.grad(total, [learner.mask, learner.projection.weight])
+        results.append([total.detach(), risk.detach(), penalty.detach(), *grads])
+    assert results[0][2] > 0
+    for new, old in zip(*results):
+        torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-7)

@@ -48,3 +48,43 @@ def test_unknown_modality_column_names_the_key(build, atomic_dataset, tmp_path):
     _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
     with pytest.raises(ContentConfigError, match="content_fields: 'x_feat' is not an item feature"):
         ContentEncoder(data, ["v_feat", "x_feat"])
+
+
+class _DenseDataset:
+    """The few dataset methods ContentEncoder reads, around one float_seq item matrix."""
+
+    dataset_name = "stub"
+
+    def __init__(self, matrix: torch.Tensor):
+        from recbole.utils import FeatureSource, FeatureType
+
+        self.matrix = matrix
+        self.field2type = {"item_id": FeatureType.TOKEN, "v_feat": FeatureType.FLOAT_SEQ}
+        self.field2source = {"item_id": FeatureSource.ITEM_ID, "v_feat": FeatureSource.ITEM}
+
+    def get_item_feature(self):
+        return {"v_feat": self.matrix}
+
+
+def test_dense_content_is_the_dataset_matrix_normalised_bit_for_bit():
+    """No copy of the item matrix, and the bits of the former F.normalize'd buffer."""
+    generator = torch.Generator().manual_seed(0)
+    matrix = torch.randn(300, 2048, generator=generator) * torch.rand(300, 1, generator=generator) * 5
+    matrix[7] = 0.0  # an empty row stays zero (eps clamps its norm)
+    before = matrix.clone()
+    encoder = ContentEncoder(_DenseDataset(matrix), ["v_feat"])
+    assert encoder.dense_v_feat.data_ptr() == matrix.data_ptr()
+    items = torch.randint(0, 300, (40, 6), generator=generator)
+    assert torch.equal(encoder.raw(items), torch.nn.functional.normalize(before, dim=1)[items])
+    mask = torch.rand(2048, generator=generator)
+    encoder.set_mask(mask)
+    assert torch.equal(encoder(items), torch.nn.functional.normalize(before, dim=1)[items] * mask)
+    assert torch.equal(matrix, before)  # the dataset's matrix is left as it was
+
+
+def test_raw_with_precomputed_word_tables_matches_raw(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    encoder = ContentEncoder(data, ["v_feat", "t_words", "a_feat"], word_embedding_size=5)
+    items = torch.tensor([[1, 4], [2, 2]])
+    tables = {"t_words": encoder.word_table("t_words").detach()}
+    assert torch.equal(encoder.raw(items, tables), encoder.raw(items).detach())

@@ -22,7 +22,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_invrl.model.common import AllItemsCache, non_negative, positive_int
+from recbole_invrl.model.common import AllItemsCache, distinct_items, non_negative, positive_int
 from recbole_invrl.model.content import ContentEncoder
 
 PROJECTION_CHUNK = 8192  # items whose content is projected at once when scoring all items
@@ -72,7 +72,7 @@ class VBPR(GeneralRecommender):
         """Item vectors [gamma_i, E c_i] (*shape, embedding_size) and biases
         beta_i + <beta', c_i> (*shape) for ``items`` of any shape; the content of each
         distinct item is encoded and projected once."""
-        unique, inverse = torch.unique(items, return_inverse=True)
+        unique, inverse = distinct_items(items)
         visual, content_bias = self._content_terms(unique)
         vectors = torch.cat([self.item_embedding(items), F.embedding(inverse, visual)], dim=-1)
         biases = self.item_bias(items).squeeze(-1) + content_bias[inverse]
