@@ -30,6 +30,10 @@ setup(
         "matplotlib>=3.7",  # the paper-experiment plots
         # ray (pulled by recbole) needs pkg_resources, gone from setuptools 81.
         "setuptools<81",
+        # run_hyper.py: RecBole's HyperTuning. Its exhaustive search hands hyperopt a
+        # numpy RandomState; hyperopt >= 0.2.6 draws with Generator.integers and fails
+        # ('RandomState' object has no attribute 'integers'), so 0.2.5 it is.
+        "hyperopt==0.2.5",
     ],
     extras_require={"test": ["pytest>=7"]},
 )
