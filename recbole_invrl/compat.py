@@ -11,6 +11,8 @@
    nothing here imports it: ``recbole_invrl.quick_start`` rebuilds the short pipeline.
 3. RecBole's ``create_dataset`` / ``data_preparation`` unpickle saved datasets and
    dataloaders from ``checkpoint_dir``; ``recbole_invrl.data`` never does.
+4. RecBole's distributed path assumes CUDA (NCCL, ``device_ids``); ``DistributedMixin``
+   (``recbole_invrl.distributed``) makes it work on CPUs with gloo as well.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from typing import Any, Callable
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
+
+from recbole_invrl.distributed import DistributedMixin, agreed_text, barrier
 
 
 def plain_config(config) -> dict[str, Any]:
@@ -84,9 +88,10 @@ class SafeCheckpointMixin:
     def __init__(self, config, model):
         super().__init__(config, model)
         # RecBole names checkpoints by the second; two runs started in the same second
-        # (a benchmark, a test) would share one file. A random suffix keeps them apart.
+        # (a benchmark, a test) would share one file. A random suffix keeps them apart;
+        # the ranks of one distributed run agree on it (rank 0 writes, all read).
         stem, ext = os.path.splitext(self.saved_model_file)
-        self.saved_model_file = f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
+        self.saved_model_file = agreed_text(f"{stem}-{uuid.uuid4().hex[:6]}{ext}", config)
 
     def _checkpoint_state(self, epoch: int) -> dict[str, Any]:
         return {
@@ -129,6 +134,7 @@ class SafeCheckpointMixin:
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if eval_data and load_best_model:
+            barrier(self.config)  # rank 0 may still be writing the best checkpoint
             checkpoint_file = model_file or self.saved_model_file
             self._load_model_weights(load_checkpoint(checkpoint_file, self.device))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
@@ -137,9 +143,13 @@ class SafeCheckpointMixin:
         )
 
 
+class CompatTrainerMixin(SafeCheckpointMixin, DistributedMixin):
+    """Weights-only checkpoints and CPU-capable DDP for a RecBole trainer."""
+
+
 @lru_cache(maxsize=None)
-def with_safe_checkpoints(trainer_class: type) -> type:
-    """``trainer_class`` with ``SafeCheckpointMixin`` in front (RecBole ``Trainer`` family only)."""
-    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, SafeCheckpointMixin):
+def with_compat_mixins(trainer_class: type) -> type:
+    """``trainer_class`` with ``CompatTrainerMixin`` in front (RecBole ``Trainer`` family only)."""
+    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, CompatTrainerMixin):
         return trainer_class
-    return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})
+    return type(trainer_class.__name__, (CompatTrainerMixin, trainer_class), {})

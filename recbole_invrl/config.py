@@ -13,6 +13,7 @@ from pathlib import Path
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_invrl.distributed import init_cpu_process_group, wants_cuda
 from recbole_invrl.evaluator import register_legacy_ndcg
 from recbole_invrl.utils import canonical_model_name, get_model
 
@@ -23,6 +24,9 @@ PROJECT_DIR = PACKAGE_DIR.parent
 PROPERTIES_DIR = PACKAGE_DIR / "properties"
 DATASET_CONFIG_DIR = PROJECT_DIR / "dataset_configs"
 DEFAULT_DATA_PATH = PROJECT_DIR / "atomic_data"
+# The aliases RecBole 1.2.1's metrics still use, and the builtins they stood for.
+NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "complex": complex, "object": object,
+                 "str": str, "long": int, "unicode": str}
 
 
 class Config(RecBoleConfig):
@@ -77,6 +81,23 @@ class Config(RecBoleConfig):
             Path(data_path) / dataset / f"{dataset}.yaml",
         ]
         return [f for f in candidates if f is not None and f.is_file()]
+
+    def compatibility_settings(self):
+        """RecBole restores the NumPy aliases removed in 1.24 (``np.float`` ...) from
+        ``np.float_`` and friends, which NumPy 2 removed too; point them at what they meant."""
+        import numpy as np
+
+        for name, meaning in NUMPY_ALIASES.items():
+            if name not in np.__dict__:
+                setattr(np, name, meaning)
+
+    def _init_device(self):
+        """RecBole's device setup; a rank of a multi-process run without CUDA joins with gloo
+        (RecBole would ask NCCL for a GPU)."""
+        if "local_rank" in self.final_config_dict and not wants_cuda(self.final_config_dict):
+            init_cpu_process_group(self.final_config_dict)
+        else:
+            super()._init_device()
 
     def _set_default_parameters(self):
         if "data_path" not in self.external_config_dict and self.dataset != "ml-100k":

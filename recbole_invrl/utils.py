@@ -6,7 +6,7 @@ import importlib
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_invrl.compat import with_safe_checkpoints
+from recbole_invrl.compat import with_compat_mixins
 
 # Names a user may type for a plugin model, mapped to the class name.
 MODEL_ALIASES = {"ultragcn-mm": "UltraGCNMM", "ultragcn_mm": "UltraGCNMM"}
@@ -49,4 +49,4 @@ def get_trainer(model_type, model_name: str) -> type:
     plugin_trainer = getattr(module, f"{model_name}Trainer", None)
     if plugin_trainer is not None:
         return plugin_trainer
-    return with_safe_checkpoints(recbole_get_trainer(model_type, model_name))
+    return with_compat_mixins(recbole_get_trainer(model_type, model_name))

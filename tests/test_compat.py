@@ -3,7 +3,7 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_invrl.compat import atomic_torch_save, load_checkpoint, with_safe_checkpoints
+from recbole_invrl.compat import atomic_torch_save, load_checkpoint, with_compat_mixins
 from recbole_invrl.model.general_recommender import UltraGCNMM
 from recbole_invrl.utils import get_trainer
 
@@ -81,7 +81,7 @@ def test_recbole_trainers_get_safe_checkpoints():
     trainer_class = get_trainer(LightGCN.type, "LightGCN")
     assert issubclass(trainer_class, Trainer)
     assert trainer_class._save_checkpoint is not Trainer._save_checkpoint
-    assert with_safe_checkpoints(trainer_class) is trainer_class
+    assert with_compat_mixins(trainer_class) is trainer_class
 
 
 def test_runs_started_in_the_same_second_get_their_own_checkpoint(trained):

@@ -72,3 +72,12 @@ def test_invrl_reads_the_backbone_yaml_then_its_own(tiny):
     assert config.model_class is InvRL
     assert config["content_size"] == 64 and config["num_envs"] == 10  # UltraGCNMM.yaml, InvRL.yaml
     assert config["neg_num"] == 7  # the dataset yaml still wins over both
+
+
+def test_numpy_aliases_survive_numpy_2(tiny, monkeypatch):
+    """NumPy 2 dropped np.float_ & co., from which RecBole's Config rebuilds np.float & co."""
+    for name in ("float_", "complex_", "unicode_", "float", "complex", "unicode", "object", "str", "long"):
+        monkeypatch.delattr(np, name, raising=False)
+    Config("BPR", "tiny", config_dict={"data_path": str(tiny)})
+    assert np.float is float and np.long is int and np.unicode is str
+    assert np.zeros(2, dtype=np.float).dtype == np.float64  # how RecBole's metrics use it

@@ -10,6 +10,10 @@
 Each stage starts from its own seed (``seed + stage index``) and its result is saved to a
 state file when it completes, so ``resume=True`` continues an interrupted run from the
 last completed stage and ends exactly where an uninterrupted run ends.
+
+In a multi-process run (RecBole's ``nproc``) every rank pretrains and trains the final
+model under DDP; the M3 and M4 stages run on rank 0, which broadcasts the environments
+and the mask, so all ranks go on with the same Phi = m * c.
 """
 from __future__ import annotations
 
@@ -24,20 +28,21 @@ from recbole.utils import init_seed, set_color
 from tqdm import tqdm
 
 from recbole_invrl.compat import (
-    SafeCheckpointMixin,
+    CompatTrainerMixin,
     atomic_torch_save,
     atomic_write,
     load_checkpoint,
-    with_safe_checkpoints,
+    with_compat_mixins,
     write_json_atomic,
 )
+from recbole_invrl.distributed import barrier, broadcast_, is_decider
 from recbole_invrl.invariance import EnvironmentModels, FrozenBackbone, MaskLearner, TrainingInteractions
 from recbole_invrl.invariance.mask import learn_mask, mask_summary
 from recbole_invrl.invariance.partition import environment_sizes, moved_share, train_environments
 from recbole_invrl.model.general_recommender.invrl import config_with
 
 
-class InvRLTrainer(SafeCheckpointMixin, Trainer):
+class InvRLTrainer(CompatTrainerMixin, Trainer):
     """Runs pretraining, T x (partition, mask) and the final model's RecBole fit."""
 
     def __init__(self, config, model):
@@ -49,6 +54,7 @@ class InvRLTrainer(SafeCheckpointMixin, Trainer):
         self.state_file = os.path.join(
             self.checkpoint_dir, f"InvRL-{config['dataset']}-seed{config['seed']}.state.pth"
         )
+        self.decides = is_decider(config)  # rank 0 (or the only process) runs M3 and M4
         self.completed: list[str] = []
         self.envs: torch.Tensor | None = None
         self.record: dict[str, Any] = {
@@ -64,15 +70,16 @@ class InvRLTrainer(SafeCheckpointMixin, Trainer):
             self._restore_state()
         interactions = TrainingInteractions.from_dataset(train_data._dataset, self.device)
         self._stage("pretrain", 0, lambda: self.pretrain(train_data, valid_data, verbose, show_progress))
-        frozen = FrozenBackbone(self.model.backbone)
+        frozen = FrozenBackbone(self.model.backbone) if self.decides else None
         growth = self.config["penalty_growth"]
         iterations = self.config["invrl_iterations"]
         for t in range(1, iterations + 1):
             self._stage(f"partition-{t}", 2 * t - 1,
-                        lambda: self.partition(t, frozen, interactions, show_progress))
+                        lambda: self.partition(t, frozen, interactions, show_progress), decided=True)
             self._stage(f"mask-{t}", 2 * t, lambda: self.learn_mask(
                 t, frozen, interactions, self.config["alpha"] * growth ** (t - 1),
-                self.config["mask_lambda"] * growth ** (t - 1), show_progress))
+                self.config["mask_lambda"] * growth ** (t - 1), show_progress), decided=True)
+            self._share_decisions(len(interactions))
         self.model.start_final_model()
         self._seed(2 * iterations + 1, train_data)
         self._log("final", "M5/M6: fresh UltraGCN-MM on Phi = m * c, RecBole fit loop")
@@ -91,9 +98,10 @@ class InvRLTrainer(SafeCheckpointMixin, Trainer):
             self._log("pretrain", f"loaded backbone from {self.config['pretrained_path']}")
             return
         config = config_with(self.config, epochs=self.config["pretrain_epochs"])
-        trainer = with_safe_checkpoints(Trainer)(config, backbone)
+        trainer = with_compat_mixins(Trainer)(config, backbone)
         trainer.saved_model_file = self.pretrain_file
         trainer.fit(train_data, valid_data, verbose=verbose, saved=True, show_progress=show_progress)
+        barrier(self.config)  # rank 0 writes the best checkpoint; every rank reloads it
         trainer._load_model_weights(load_checkpoint(self.pretrain_file, self.device))
         self._log("pretrain", f"backbone trained, best kept: {self.pretrain_file}")
 
@@ -141,24 +149,36 @@ class InvRLTrainer(SafeCheckpointMixin, Trainer):
         self._log(f"mask-{t}", f"alpha {alpha:.3f} lambda {lam:.3f}; {stats}")
 
     # ------------------------------------------------------------------ state
-    def _stage(self, name: str, index: int, run: Callable[[], None]) -> None:
+    def _stage(self, name: str, index: int, run: Callable[[], None], decided: bool = False) -> None:
+        """Run a stage unless a resumed state has it; a ``decided`` stage runs on rank 0 only."""
         if name in self.completed:
             self._log(name, "already completed (resumed)")
             return
         self._seed(index)
         start = time()
-        run()
+        if self.decides or not decided:
+            run()
         self.record["stage_seconds"][name] = time() - start
         self.completed.append(name)
         self._save_state()
 
     def _seed(self, index: int, train_data=None) -> None:
-        """Every stage starts from its own seed, so a resumed run repeats it exactly."""
-        init_seed(self.config["seed"] + index, self.config["reproducibility"])
+        """Every stage starts from its own seed, so a resumed run repeats it exactly
+        (offset by the rank, like RecBole's model seed, so ranks draw their own negatives)."""
+        init_seed(self.config["seed"] + index + self.config["local_rank"], self.config["reproducibility"])
         if train_data is not None:
             train_data.generator.manual_seed(self.config["seed"] + index)
 
+    def _share_decisions(self, n_interactions: int) -> None:
+        """Every rank takes rank 0's environments and mask (no-op in one process)."""
+        if self.envs is None:
+            self.envs = torch.zeros(n_interactions, dtype=torch.long, device=self.device)
+        broadcast_(self.envs, self.config)
+        broadcast_(self.model.mask, self.config)
+
     def _save_state(self) -> None:
+        if not self.decides:
+            return
         state = {
             "completed": list(self.completed),
             "envs": self.envs,
@@ -180,6 +200,8 @@ class InvRLTrainer(SafeCheckpointMixin, Trainer):
         self._log("resume", f"completed stages: {self.completed}")
 
     def _write_mask_and_record(self) -> None:
+        if not self.decides:
+            return
         mask = self.model.mask.detach().cpu().numpy()
         atomic_write(self.mask_file, lambda tmp: _save_npy(tmp, mask), ".npy")
         write_json_atomic(self.record, self.record_file)

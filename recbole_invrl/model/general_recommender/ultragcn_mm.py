@@ -19,7 +19,8 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_invrl.model.common import AllItemsCache, non_negative, positive_int
+from recbole_invrl.distributed import loss_scale
+from recbole_invrl.model.common import AllItemsCache, distinct_items, non_negative, positive_int
 from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.item_graph import item_item_neighbors
 
@@ -48,6 +49,7 @@ class UltraGCNMM(GeneralRecommender):
         self.w4 = gamma_c if config["w4"] is None else config["w4"]
         self.id_reg_weight = non_negative(config, "id_reg_weight", float)
         self.proj_reg_weight = non_negative(config, "proj_reg_weight", float)
+        self.loss_scale = loss_scale(config)  # the batch sum is split over DDP ranks
 
         self.content = ContentEncoder(
             dataset,
@@ -114,7 +116,7 @@ class UltraGCNMM(GeneralRecommender):
 
     def projected_content(self, items: torch.Tensor) -> torch.Tensor:
         """W (m * c_i) for ``items`` of any shape; each distinct item is projected once."""
-        unique, inverse = torch.unique(items, return_inverse=True)
+        unique, inverse = distinct_items(items)
         return F.embedding(inverse, self.projection(self.content(unique)))
 
     def all_item_vectors(self) -> torch.Tensor:
@@ -162,7 +164,8 @@ class UltraGCNMM(GeneralRecommender):
     ) -> torch.Tensor:
         """Eq. 15-20 for given positives (B,) and negatives (B, neg_num), plus L2."""
         scores = self.forward(users, self.training_items(positives, negatives))
-        return self.interaction_losses(scores, users, positives, negatives).sum() + self.l2_loss()
+        batch_loss = self.interaction_losses(scores, users, positives, negatives).sum()
+        return self.loss_scale * batch_loss + self.l2_loss()
 
     def interaction_losses(
         self,

@@ -1,0 +1,88 @@
+"""Device handling: every tensor of InvRL's stages lives on the configured device, and a
+training step (backbone, environment models, mask learner) never moves data to the host.
+
+Runs on the CPU everywhere, and also on CUDA where a GPU is present."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_invrl.invariance import EnvironmentModels, FrozenBackbone, MaskLearner, TrainingInteractions
+from recbole_invrl.model.common import distinct_items
+from recbole_invrl.model.general_recommender import InvRL
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+HOST_TRANSFERS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+@pytest.fixture
+def clusters(tmp_path, atomic_dataset, clustered):
+    train, valid, test, item_cluster = clustered(n_users=16, n_items=24)
+    features = np.c_[np.eye(2)[item_cluster], np.linspace(0, 1, 24)]
+    atomic_dataset(tmp_path, "clusters", train, valid, test, dense={"v_feat": features},
+                   words={"t_words": [[i % 4 + 1, 6] for i in range(24)]})
+    return tmp_path
+
+
+@contextmanager
+def no_host_transfers(monkeypatch):
+    """Any Tensor -> Python/host conversion inside the block fails the test."""
+    def forbidden(name):
+        def method(self, *args, **kwargs):
+            raise AssertionError(f"Tensor.{name}() moved data to the host inside a training step")
+        return method
+
+    with monkeypatch.context() as patch:
+        for name in HOST_TRANSFERS:
+            patch.setattr(torch.Tensor, name, forbidden(name))
+        yield
+
+
+def tensors_of(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_stages_keep_every_tensor_on_the_device_and_steps_off_the_host(build, clusters, device, monkeypatch):
+    config, _, train, _, _ = build("InvRL", "clusters", use_gpu=device == "cuda", neg_num=4, num_envs=3)
+    assert config["device"].type == device
+    model = InvRL(config, train._dataset).to(config["device"])
+    assert {t.device.type for t in tensors_of(model).values()} == {device}
+
+    interactions = TrainingInteractions.from_dataset(train._dataset, config["device"])
+    frozen = FrozenBackbone(model.backbone)
+    envs = torch.randint(3, (len(interactions),), device=config["device"])
+    environments = EnvironmentModels(frozen, 3, model.mask, 0.1).to(config["device"])
+    learner = MaskLearner(frozen, model.mask, 3, 0.1)
+    assert {t.device.type for t in (interactions.users, frozen.content_rows(interactions.items[:4]), envs)} == {device}
+    assert {t.device.type for t in [*tensors_of(environments).values(), *tensors_of(learner).values()]} == {device}
+
+    batch = next(interactions.batches(32))
+    users, positives, negatives, items = frozen.training_batch(interactions, batch)
+    with no_host_transfers(monkeypatch):
+        backbone_loss = model.backbone.loss(users, positives, negatives)
+        backbone_loss.backward()
+        environments.loss(users, positives, negatives, items, envs[batch]).backward()
+        mask_loss, risk, penalty = learner.loss(users, positives, negatives, items, envs[batch], 1.0, 0.1)
+        mask_loss.backward()
+        new_envs = environments.assign(interactions)
+    assert new_envs.device.type == device and learner.mask.grad.device.type == device
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5)])
+def test_projecting_duplicates_gives_the_numbers_of_projecting_distinct_items(shape):
+    items = torch.randint(1, 6, shape)
+    table = torch.randn(6, 4)
+    for dedupe in (True, False):
+        rows, index = distinct_items(items, dedupe=dedupe)
+        assert torch.equal((table[rows] * 2)[index], table[items] * 2)
+    assert len(distinct_items(items, dedupe=True)[0]) == len(set(items.flatten().tolist()))
+    assert len(distinct_items(items, dedupe=False)[0]) == items.numel()
+
+
+def test_the_guard_catches_a_host_transfer(monkeypatch):
+    with no_host_transfers(monkeypatch), pytest.raises(AssertionError, match="item"):
+        torch.ones(2).sum().item()
