@@ -541,17 +541,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[argparse.Namespace, list[st
     args, extras = build_parser().parse_known_args(list(argv))  # argparse exits 2 itself
     if args.tool.lower() != "hyperopt":
         raise HyperError(f"--tool={args.tool}: only --tool=Hyperopt is supported; {RAY_NOTE}")
-    overrides = []
-    for arg in extras:
-        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
-        if not sep or not key or "=" in value:
-            raise HyperError(f"unrecognised argument '{arg}': RecBole overrides are written "
-                             "--key=value (one '=', no space)")
-        overrides.append(arg)
-    keys = [a[2:].split("=")[0] for a in overrides]
-    duplicates = sorted({k for k in keys if keys.count(k) > 1})
-    if duplicates:
-        raise HyperError(f"override given more than once: {', '.join(duplicates)}")
+    overrides = runner.parse_overrides(extras, HyperError)
     if args.max_evals is not None and args.max_evals < 1:
         raise HyperError("--max_evals must be at least 1")
     if args.timeout is not None and args.timeout <= 0:

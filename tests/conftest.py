@@ -120,3 +120,13 @@ def build(tmp_path):
         return config, data, train, valid, test
 
     return _build
+
+
+@pytest.fixture
+def tiny_clusters(tmp_path):
+    """``tmp_path/data/tiny/``: 20 users and 30 items in 2 clusters, one-hot cluster features,
+    P/R/N@10; returns ``tmp_path/data``."""
+    train, valid, test, item_cluster = clustered_interactions(n_users=20, n_items=30)
+    write_atomic_dataset(tmp_path / "data", "tiny", train, valid, test,
+                         dense={"v_feat": np.eye(2)[item_cluster]})
+    return tmp_path / "data"

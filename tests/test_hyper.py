@@ -18,12 +18,8 @@ TINY_INVRL = ["--epochs=1", "--pretrain_epochs=1", "--invrl_iterations=1", "--pa
 
 
 @pytest.fixture
-def tiny(tmp_path, atomic_dataset, clustered):
-    """``tmp_path/data/tiny/``: a small clustered dataset; returns ``tmp_path/data``."""
-    train, valid, test, item_cluster = clustered(n_users=20, n_items=30)
-    atomic_dataset(tmp_path / "data", "tiny", train, valid, test,
-                   dense={"v_feat": np.eye(2)[item_cluster]})
-    return tmp_path / "data"
+def tiny(tiny_clusters):
+    return tiny_clusters
 
 
 def space(tmp_path, text, name="space.hyper"):

@@ -154,21 +154,29 @@ def parse_command_line(argv: Sequence[str]) -> tuple[argparse.Namespace, list[st
     """Known flags, and the RecBole overrides (``--key=value``, as RecBole's ``Config`` reads them)."""
     parser = build_parser()
     args, extras = parser.parse_known_args(list(argv))
-    overrides = []
-    for arg in extras:
-        if not arg.startswith("--") or len(arg[2:].split("=")) != 2 or not arg[2:].split("=")[0]:
-            raise BenchmarkError(
-                f"unrecognised argument '{arg}': RecBole overrides are written --key=value "
-                "(one '=', no space)")
+    overrides = parse_overrides(extras)
+    for arg in overrides:
         key = arg[2:].split("=")[0]
         if key in RESERVED_KEYS:
             raise BenchmarkError(f"--{key}=...: set by the runner; use {RESERVED_KEYS[key]} instead")
+    return args, overrides
+
+
+def parse_overrides(extras: Sequence[str], error: type[Exception] = BenchmarkError) -> list[str]:
+    """The RecBole overrides among unparsed arguments: ``--key=value`` (one '=', no space),
+    each key once; anything else raises ``error``."""
+    overrides = []
+    for arg in extras:
+        key, sep, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if not sep or not key or "=" in value:
+            raise error(f"unrecognised argument '{arg}': RecBole overrides are written --key=value "
+                        "(one '=', no space)")
         overrides.append(arg)
     keys = [a[2:].split("=")[0] for a in overrides]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
-        raise BenchmarkError(f"override given more than once: {', '.join(duplicates)}")
-    return args, overrides
+        raise error(f"override given more than once: {', '.join(duplicates)}")
+    return overrides
 
 
 def _split_list(text: str) -> list[str]:

@@ -14,12 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def tiny(tmp_path, atomic_dataset, clustered):
-    """``tmp_path/data/tiny/``: a small clustered dataset with P/R/N@10; returns ``tmp_path/data``."""
-    train, valid, test, item_cluster = clustered(n_users=20, n_items=30)
-    atomic_dataset(tmp_path / "data", "tiny", train, valid, test,
-                   dense={"v_feat": np.eye(2)[item_cluster]})
-    return tmp_path / "data"
+def tiny(tiny_clusters):
+    return tiny_clusters
 
 
 class FakeRuns:
