@@ -25,12 +25,14 @@ def main() -> int:
               file=sys.stderr)
         return 2
     config_files = args.config_files.split() if args.config_files else None
+    config = Config("InvRL", args.dataset, config_files)
     try:
-        ensure_dataset_files(Config("InvRL", args.dataset, config_files))
+        ensure_dataset_files(config)
     except MissingDatasetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    experiment = Experiment(args.dataset, args.out or f"results/{args.dataset}", config_files=config_files)
+    experiment = Experiment(args.dataset, args.out or f"results/{args.dataset}", config_files=config_files,
+                            data_folder=config["data_path"])  # RecBole's data_path ends in the dataset
     extra = {"record_path": args.record} if args.experiment in ("fig4", "fig5") else {}
     for path in EXPERIMENTS[args.experiment](experiment, **extra):
         print(f"wrote {path}")

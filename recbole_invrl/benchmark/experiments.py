@@ -34,9 +34,14 @@ class Experiment:
     """Runs models for one dataset with shared overrides and writes CSV + PNG into ``out``."""
 
     def __init__(self, dataset: str, out: str | Path, config_dict: dict | None = None,
-                 config_files: list[str] | None = None):
+                 config_files: list[str] | None = None, data_folder: str | Path | None = None):
+        """``data_folder``: the dataset's folder (a resolved config's ``data_path``); by
+        default ``<config_dict['data_path']>/<dataset>`` if given."""
         self.dataset, self.out = dataset, Path(out)
         self.config_dict, self.config_files = dict(config_dict or {}), config_files
+        if data_folder is None and "data_path" in self.config_dict:
+            data_folder = Path(self.config_dict["data_path"]) / dataset
+        self.data_folder = Path(data_folder) if data_folder else None
         self.out.mkdir(parents=True, exist_ok=True)
 
     def run(self, model: str, **overrides) -> dict[str, Any]:
@@ -85,23 +90,48 @@ def ndcg_at_k(exp: Experiment, max_k: int = 20) -> tuple[Path, Path]:
 
 
 def mask_values(exp: Experiment, record_path: str | None = None) -> tuple[Path, Path]:
-    """Fig. 4: the final mask value of every content dimension, one panel per modality."""
+    """Fig. 4: the final mask value of every content dimension, one panel per modality.
+
+    On the synthetic test bed (a ``truth.json`` beside the atomic files) each dimension also
+    gets its planted role, invariant or spurious, as a ``role`` column and bar colour."""
     record = exp.record(record_path)
     mask, fields = record["mask"][-1]["mask"], record["mask_fields"]
+    roles = planted_roles(exp.data_folder)
     rows, start = [], 0
     for field, width in fields:
         rows += [{"field": field, "dim": d, "mask": mask[start + d]} for d in range(width)]
         start += width
     table = pd.DataFrame(rows)
+    if roles:
+        table["role"] = [roles.get((f, d), "") for f, d in zip(table["field"], table["dim"])]
     figure, axes = plt.subplots(len(fields), 1, figsize=(7, 2.2 * len(fields)), squeeze=False,
                                 constrained_layout=True)
     for ax, (field, _) in zip(axes[:, 0], fields):
         part = table[table["field"] == field]
-        ax.bar(part["dim"], part["mask"], width=1.0)
+        for role, shown in part.groupby("role", sort=False) if roles else [("", part)]:
+            label = f"{role or 'no planted role'} (mean {shown['mask'].mean():.3f})" if roles else None
+            ax.bar(shown["dim"], shown["mask"], width=1.0, color=ROLE_COLOURS[role], label=label)
         ax.set(ylim=(0, 1), ylabel="m", title=field)
+        if roles:
+            ax.legend(loc="lower right", fontsize="small")
     axes[-1, 0].set_xlabel("content dimension")
     figure.suptitle(f"Invariant mask on {exp.dataset}")
     return exp.write("fig4_mask_values", table, figure)
+
+
+ROLE_COLOURS = {"": "tab:blue", "invariant": "tab:green", "spurious": "tab:red"}
+
+
+def planted_roles(data_folder: Path | None) -> dict[tuple[str, int], str]:
+    """(field, dim) -> "invariant" / "spurious" from the test bed's ``truth.json``; {} elsewhere."""
+    truth_file = data_folder / "truth.json" if data_folder else None
+    if truth_file is None or not truth_file.is_file():
+        return {}
+    roles = {}
+    for field, info in json.loads(truth_file.read_text())["modalities"].items():
+        for role in ("invariant", "spurious"):
+            roles.update({(field, d): role for d in info.get(f"{role}_dims", [])})
+    return roles
 
 
 def moved_share(exp: Experiment, record_path: str | None = None) -> tuple[Path, Path]:

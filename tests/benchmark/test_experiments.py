@@ -54,6 +54,15 @@ def test_fig4_and_fig5_from_one_run_record(experiment):
     assert list(moved["iteration"]) == [1, 1, 2, 2]
 
 
+def test_fig4_marks_the_planted_roles_of_the_test_bed(experiment, tmp_path):
+    record_path = experiment.run("InvRL")["record_path"]
+    modalities = {"v_feat": {"invariant_dims": [0, 1], "spurious_dims": [2, 3]},
+                  "a_feat": {"invariant_dims": [2], "spurious_dims": [0]}}
+    (tmp_path / "tiny" / "truth.json").write_text(json.dumps({"modalities": modalities}))
+    table = _check(mask_values(experiment, record_path), ["field", "dim", "mask", "role"], 4 + 3)
+    assert list(table["role"].fillna("")) == ["invariant"] * 2 + ["spurious"] * 2 + ["spurious", "", "invariant"]
+
+
 def test_fig6_num_envs(experiment):
     table = _check(num_envs(experiment, grid=(1, 3)), ["num_envs", "precision@10", "recall@10", "ndcg@10"], 2)
     assert list(table["num_envs"]) == [1, 3]
