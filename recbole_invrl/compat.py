@@ -58,10 +58,14 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp), ".pth")
 
 
+def write_text_atomic(text: str, path: str | Path) -> None:
+    """``text`` (UTF-8) through ``atomic_write``; the temporary file keeps ``path``'s suffix."""
+    atomic_write(str(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), Path(path).suffix)
+
+
 def write_json_atomic(data: dict[str, Any], path: str) -> None:
     """``data`` as indented JSON through ``atomic_write``."""
-    text = json.dumps(data, indent=2, default=str)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), ".json")
+    write_text_atomic(json.dumps(data, indent=2, default=str), path)
 
 
 def default_file_mode() -> int:

@@ -51,7 +51,7 @@ from recbole.trainer import HyperTuning
 from recbole.utils.utils import dict2str
 
 from recbole_invrl.benchmark import runner
-from recbole_invrl.compat import atomic_write
+from recbole_invrl.compat import write_text_atomic
 
 SPACE_FORMATS = {
     "choice": "a non-empty Python list literal, e.g. [1, 5, 10]",
@@ -505,7 +505,7 @@ def write_outputs(paths: OutputPaths, records: Sequence[TrialRecord], best: Tria
     markdown = render_markdown(*table_rows(records, best, valid_metric, digits=4), title)
     for path, text in ((paths.text, export_text(records, best)), (paths.csv, csv_text),
                        (paths.markdown, markdown)):
-        atomic_write(str(path), lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+        write_text_atomic(text, path)
 
 
 # --------------------------------------------------------------------------- command line

@@ -262,13 +262,12 @@ def write_table(
     model_order: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/table.md`` and ``<out_dir>/table.csv`` atomically; return their paths."""
-    from recbole_invrl.compat import atomic_write
+    from recbole_invrl.compat import write_text_atomic
 
     summaries = summarize(list(rows), metrics, model_order)
     out_dir = Path(out_dir)
     md_path, csv_path = out_dir / "table.md", out_dir / "table.csv"
     for path, text in ((md_path, render_markdown(summaries, metrics, title)),
                        (csv_path, render_csv(summaries, metrics))):
-        atomic_write(str(path), lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"),
-                     path.suffix)
+        write_text_atomic(text, path)
     return md_path, csv_path
