@@ -34,6 +34,8 @@ def run_recbole_invrl(
     start = time.time()
     config = Config(model, dataset, config_file_list, config_dict)
     init_seed(config["seed"], config["reproducibility"])
+    # RecBole's init_logger makes ./log/<model> without exist_ok: ranks started together race.
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
     init_logger(config)
     logger = getLogger()
     logger.info(config)
