@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_invrl.allocator import keep_freed_memory
 from recbole_invrl.config import Config
 from recbole_invrl.data import create_dataset, data_preparation
 from recbole_invrl.data.utils import ensure_dataset_files
@@ -33,6 +34,8 @@ def run_recbole_invrl(
     """
     start = time.time()
     config = Config(model, dataset, config_file_list, config_dict)
+    if config["keep_freed_memory"]:
+        keep_freed_memory()
     init_seed(config["seed"], config["reproducibility"])
     # RecBole's init_logger makes ./log/<model> without exist_ok: ranks started together race.
     os.makedirs(os.path.join("log", config["model"]), exist_ok=True)

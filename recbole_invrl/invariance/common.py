@@ -6,8 +6,11 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+import torch.nn.functional as F
 
 from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
+
+CONTENT_TABLE_BYTES = 256 * 2**20  # FrozenBackbone keeps a content table up to this size
 
 
 @dataclass
@@ -36,21 +39,30 @@ class FrozenBackbone:
     """The pretrained UltraGCN-MM as M3/M4 use it: id embeddings frozen, content fixed.
 
     ``content_rows`` gives c_i of the items asked for, without gradient, so the environment
-    and mask models can gate it (1 - m, mu) and project it themselves. No (n_items, D)
-    table is built: dense modalities are gathered from the dataset's matrix, word
-    modalities from their (n_items, width) tables, computed once here."""
+    and mask models can gate it (1 - m, mu) and project it themselves. The word
+    modalities' (n_items, width) tables are computed once here. A (n_items, D) content
+    table is built when it takes at most ``table_bytes`` (the rows are then one gather);
+    above that (Kwai: 86,483 x 2,048 floats, 0.7 GB) rows are gathered from the dataset's
+    matrix and normalised on demand, so the features are not held twice."""
 
-    def __init__(self, backbone: UltraGCNMM):
+    def __init__(self, backbone: UltraGCNMM, table_bytes: int = CONTENT_TABLE_BYTES):
         self.model = backbone
         with torch.no_grad():
             encoder = backbone.content
             self.word_tables = {field: encoder.word_table(field) for field in encoder.word_embeddings}
             self.user_weight = backbone.user_embedding.weight.detach()
             self.item_weight = backbone.item_embedding.weight.detach()
+            table_size = backbone.n_items * encoder.dim * self.user_weight.element_size()
+            self.table = None
+            if table_size <= table_bytes:
+                all_items = torch.arange(backbone.n_items, device=self.user_weight.device)
+                self.table = encoder.raw(all_items, self.word_tables)
         self.embedding_size = backbone.embedding_size
 
     def content_rows(self, items: torch.Tensor) -> torch.Tensor:
         """Unmasked c_i of ``items`` (any shape) -> (*shape, D), a fresh tensor."""
+        if self.table is not None:
+            return self.table[items]
         with torch.no_grad():
             return self.model.content.raw(items, self.word_tables)
 
@@ -62,7 +74,7 @@ class FrozenBackbone:
     def id_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """<p_u^(t), t_i> for items (B, M)."""
         user_ids, _ = self.user_parts(users)
-        return (user_ids.unsqueeze(1) * self.item_weight[items]).sum(-1)
+        return torch.linalg.vecdot(F.embedding(items, self.item_weight), user_ids.unsqueeze(1))
 
     def training_batch(self, interactions: TrainingInteractions, index: torch.Tensor):
         """(users, positives, negatives, items scored) for the interactions at ``index``."""

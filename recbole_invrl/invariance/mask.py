@@ -17,8 +17,8 @@ a straight-through gradient.
 
 The per-environment gradients come in closed form from one backward pass: with
 s = <p_u^(t), t_i> + <p_u^(c), W (mu * c_i)>, grad_W L^e = mean over e's interactions of
-sum_items (dl/ds) p_u^(c) (mu * c_i)^T, so all E gradients are one scatter and one
-batched matmul, and the penalty is differentiated through dl/ds (``create_graph``).
+sum_items (dl/ds) p_u^(c) (mu * c_i)^T, so all E gradients are one weighted bag sum and
+one matmul, and the penalty is differentiated through dl/ds (``create_graph``).
 Content is projected once per distinct item in the batch. The gate is applied to W's
 columns rather than to c: W (mu * c) = (W diag mu) c and sum p (mu * c)^T =
 (sum p c^T) diag mu, so the (distinct items x D) content is the only batch tensor of
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
-from recbole_invrl.model.common import distinct_items, final_mask
+from recbole_invrl.model.common import distinct_items, final_mask, gathered_dot
 
 MASK_TYPES = ("float", "binary")
 MASK_REGS = ("l2", "l0")
@@ -77,12 +77,12 @@ class MaskLearner(nn.Module):
     def loss(self, users, positives, negatives, items, envs, alpha: float, lam: float):
         """Eq. 10 on one batch; returns (total, risk, penalty)."""
         mu = self.gate()
-        unique, inverse = distinct_items(items)
+        unique, inverse = distinct_items(items, self.frozen.model.n_items)
         content = self.frozen.content_rows(unique)  # c_i of the distinct items (U, D)
         gated_weight = self.projection.weight * mu  # W (mu * c_i) = (W diag mu) c_i
         _, user_content = self.frozen.user_parts(users)
-        item_content = F.embedding(inverse, F.linear(content, gated_weight))  # (B, M, C)
-        scores = self.frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
+        item_content = F.linear(content, gated_weight)  # (U, C)
+        scores = self.frozen.id_scores(users, items) + gathered_dot(item_content, user_content, inverse)
         losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
 
         env_counts = torch.bincount(envs, minlength=self.num_envs).float()
@@ -105,14 +105,14 @@ class MaskLearner(nn.Module):
         """sum_bm dl/ds_bm p_b c_i^T for every environment at once: (E, C, D); times mu
         (column-wise) it is grad_W L^e, as s_bm = <p_b, W (mu * c_i)>.
 
-        The user side is summed per (environment, distinct item) with one index_add, then
-        one batched matmul with the content of the distinct items."""
-        n_unique = content.shape[0]
-        per_score = dl_ds.unsqueeze(-1) * user_content.unsqueeze(1)  # (B, M, C)
-        slots = (envs.unsqueeze(1) * n_unique + inverse).reshape(-1)
-        summed = torch.zeros(self.num_envs * n_unique, per_score.shape[-1], device=content.device)
-        summed = summed.index_add(0, slots, per_score.reshape(-1, per_score.shape[-1]))
-        return summed.view(self.num_envs, n_unique, -1).transpose(1, 2) @ content
+        Each row b belongs to one environment, so sum_bm dl/ds_bm p_b c_i^T =
+        sum_b p_b q_b^T with q_b = sum_m dl/ds_bm c_i: q is one weighted ``embedding_bag``
+        over the batch's content rows, and the (E, C, D) sums are one (E C x B) @ (B x D)
+        matmul, with the rows of p spread over the environments by a one-hot."""
+        per_row = F.embedding_bag(inverse, content, mode="sum", per_sample_weights=dl_ds)  # q_b (B, D)
+        one_hot = F.one_hot(envs, self.num_envs).to(user_content.dtype)  # (B, E)
+        spread = (one_hot.unsqueeze(2) * user_content.unsqueeze(1)).flatten(1)  # (B, E C)
+        return (spread.T @ per_row).view(self.num_envs, user_content.shape[1], -1)
 
     @torch.no_grad()
     def clip_(self) -> None:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
-from recbole_invrl.model.common import distinct_items
+from recbole_invrl.model.common import distinct_items, gathered_dot
 
 ASSIGN_CHUNK = 16384
 
@@ -44,19 +44,27 @@ class EnvironmentModels(nn.Module):
     def projected(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """W_e Psi_i for the distinct ``items`` under every environment, as one (U, E, C)
         table from a single matmul, and the inverse index of ``items`` into it."""
-        unique, inverse = distinct_items(items)
-        psi = self.frozen.content_rows(unique).mul_(self.variant_gate)  # Psi = (1 - m) * c (eq. 5)
+        unique, inverse = distinct_items(items, self.frozen.model.n_items)
         n_envs, size, dim = self.weight.shape
-        return (psi @ self.weight.reshape(n_envs * size, dim).T).view(len(unique), n_envs, size), inverse
+        gated = self.weight.reshape(n_envs * size, dim) * self.variant_gate  # W_e Psi = (W_e diag(1 - m)) c
+        return (self.frozen.content_rows(unique) @ gated.T).view(len(unique), n_envs, size), inverse
 
     def scores(self, users: torch.Tensor, items: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
-        """Gamma^(e_b)(u_b, i, Psi_i) for items (B, M), each row under its own environment."""
-        projected, inverse = self.projected(items)
-        n_unique, n_envs, size = projected.shape
-        rows = inverse * n_envs + envs.unsqueeze(1)  # row of (item, e_b) in the flat table
-        item_content = F.embedding(rows, projected.reshape(n_unique * n_envs, size))  # (B, M, C)
+        """Gamma^(e_b)(u_b, i, Psi_i) for items (B, M), each row under its own environment.
+
+        The projection is applied on the user side: <p_b, W_e Psi_i> =
+        <(W_e^T p_b) * (1 - m), c_i>, one (B, E C) @ (E C, D) matmul for the B rows (each
+        with its own W_e through a one-hot), then one dot product per scored item. This
+        takes B E C D multiply-adds instead of U E C D for projecting the U distinct items
+        under every environment (about 15x fewer for a training batch)."""
+        unique, inverse = distinct_items(items, self.frozen.model.n_items)
+        n_envs, size, dim = self.weight.shape
         _, user_content = self.frozen.user_parts(users)
-        return self.frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
+        one_hot = F.one_hot(envs, n_envs).to(user_content.dtype)
+        spread = (one_hot.unsqueeze(2) * user_content.unsqueeze(1)).flatten(1)  # (B, E C)
+        user_side = (spread @ self.weight.reshape(n_envs * size, dim)) * self.variant_gate  # (B, D)
+        content = self.frozen.content_rows(unique)  # c_i, no gradient (U, D)
+        return self.frozen.id_scores(users, items) + gathered_dot(content, user_side, inverse)
 
     def regularisation(self) -> torch.Tensor:
         """L1 on the invariant columns of every W_e, plus the backbone's L2 on projections."""

@@ -1,10 +1,12 @@
-"""Small pieces the recommenders share: config checks that name the key, and the cache of
-whole-catalogue item terms used by full-ranking evaluation."""
+"""Small pieces the recommenders share: config checks that name the key, the cache of
+whole-catalogue item terms used by full-ranking evaluation, and the batched item lookup
+and scoring of a training step."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -46,16 +48,75 @@ class AllItemsCache:
         return value
 
 
-def distinct_items(items: torch.Tensor, dedupe: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def distinct_items(
+    items: torch.Tensor, n_items: int | None = None, dedupe: bool | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(items to compute, index of each entry of ``items`` into them).
 
-    On the CPU (``dedupe`` None) these are the distinct items, so each is projected once.
-    On an accelerator they are the items themselves: ``torch.unique`` has a data-dependent
-    output size, so the host would wait for the device at every step, which costs more
-    there than projecting the duplicates. Both give the same numbers."""
+    On the CPU (``dedupe`` None) these are the distinct items in ascending order, so each
+    is projected once; with ``n_items`` (every id is below it) they are found by marking
+    a flag per item instead of sorting, about 5x faster for a training batch.
+    On an accelerator they are the items themselves: the distinct count is data-dependent,
+    so the host would wait for the device at every step, which costs more there than
+    projecting the duplicates. All give the same numbers."""
     if dedupe is None:
         dedupe = items.device.type == "cpu"
-    if dedupe:
+    if not dedupe:
+        flat = items.reshape(-1)
+        return flat, torch.arange(len(flat), device=items.device).view(items.shape)
+    if n_items is None:
         return torch.unique(items, return_inverse=True)
-    flat = items.reshape(-1)
-    return flat, torch.arange(len(flat), device=items.device).view(items.shape)
+    present = torch.zeros(n_items, dtype=torch.bool, device=items.device)
+    present[items] = True
+    position = present.cumsum(0).sub_(1)  # rank of each present item among the distinct ones
+    return present.nonzero().squeeze(1), position[items]
+
+
+GATHER_CHUNK = 2**23  # values gathered at once by GatheredDot (32 MiB of float32)
+
+
+class GatheredDot(torch.autograd.Function):
+    """``scores[b, m] = <table[index[b, m]], vectors[b]>`` with a lean backward.
+
+    Autograd through ``F.embedding(index, table) * vectors.unsqueeze(1)`` keeps and
+    differentiates a (B, M, K) product; here the vector gradient is one weighted
+    ``embedding_bag`` and the table gradient one ``index_add``, about 1.7x faster on a
+    CPU for a training batch. Wide tables (content rows) are gathered a block of rows at
+    a time. The backward is built from differentiable ops, so it also works under
+    ``create_graph``."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(table, vectors, index)
+        return torch.cat([
+            torch.linalg.vecdot(F.embedding(rows, table), vecs.unsqueeze(1))
+            for rows, vecs in _row_chunks(index, vectors, table.shape[1])
+        ])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        table, vectors, index = ctx.saved_tensors
+        grad_table = grad_vectors = None
+        if ctx.needs_input_grad[0]:
+            grad_table = torch.zeros_like(table)
+            for (rows, vecs), g in zip(_row_chunks(index, vectors, table.shape[1]), grad.split(_rows_per_chunk(index, table.shape[1]))):
+                per_entry = (g.unsqueeze(-1) * vecs.unsqueeze(1)).reshape(-1, vecs.shape[1])
+                grad_table = grad_table.index_add(0, rows.reshape(-1), per_entry)
+        if ctx.needs_input_grad[1]:
+            grad_vectors = F.embedding_bag(index, table, mode="sum", per_sample_weights=grad.contiguous())
+        return grad_table, grad_vectors, None
+
+
+def _rows_per_chunk(index: torch.Tensor, width: int) -> int:
+    """Rows of ``index`` whose gathered (rows, M, width) block stays under GATHER_CHUNK values."""
+    return max(1, GATHER_CHUNK // max(1, index.shape[1] * width))
+
+
+def _row_chunks(index: torch.Tensor, vectors: torch.Tensor, width: int):
+    rows = _rows_per_chunk(index, width)
+    return zip(index.split(rows), vectors.split(rows))
+
+
+def gathered_dot(table: torch.Tensor, vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, M) scores <table[index[b, m]], vectors[b]> for ``index`` (B, M), ``vectors`` (B, K)."""
+    return GatheredDot.apply(table, vectors, index)

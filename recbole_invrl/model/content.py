@@ -9,8 +9,15 @@ multiplied by ``content_mask`` (ones by default; InvRL sets it).
 A ``float_seq`` matrix is not copied: the encoder keeps the dataset's own tensor and the
 row norms (at Kwai's size the matrix is 86,483 x 2,048 floats, 0.7 GB), and divides the
 rows it gathers by their norms, which gives the bits ``F.normalize`` gives.
+
+The models never need c_i itself, only W (m * c_i): ``project`` computes it modality by
+modality from the raw rows, with the mask folded into W's columns (W diag m) and each
+dense block divided by the row norms after projecting, so no (items x D) content,
+masked copy or normalised copy is formed in a training step.
 """
 from __future__ import annotations
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -88,8 +95,12 @@ class ContentEncoder(nn.Module):
                 self._layout.append((field, dense.shape[1]))
             else:
                 n_words = dataset.num(field)
-                bags = getattr(shared, f"bags_{field}") if shared is not None else word_bags(values.long(), n_words)
+                if shared is not None:
+                    bags, bags_t = getattr(shared, f"bags_{field}"), getattr(shared, f"bags_t_{field}")
+                else:
+                    bags, bags_t = word_bags(values.long(), n_words)
                 self.register_buffer(f"bags_{field}", bags, persistent=False)
+                self.register_buffer(f"bags_t_{field}", bags_t, persistent=False)
                 self.word_embeddings[field] = nn.Embedding(
                     dataset.num(field), word_embedding_size, padding_idx=0
                 )
@@ -134,8 +145,34 @@ class ContentEncoder(nn.Module):
 
     def word_table(self, field: str) -> torch.Tensor:
         """Every item's normalised sum of its word embeddings (repeats count), (n_items, width)."""
-        bags = torch.sparse.mm(getattr(self, f"bags_{field}"), self.word_embeddings[field].weight)
+        weight = self.word_embeddings[field].weight
+        bags = BagSum.apply(weight, getattr(self, f"bags_{field}"), getattr(self, f"bags_t_{field}"))
         return F.normalize(bags, dim=-1)
+
+    def project(
+        self,
+        items: torch.Tensor,
+        weight: torch.Tensor,
+        word_tables: dict[str, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``raw(items) @ weight.T`` for ``weight`` (K, D), built modality by modality
+        (dense rows are divided by their norms after projecting) -> (*items.shape, K)."""
+        out, start = None, 0
+        for field, width in self._layout:
+            block = weight[:, start : start + width]
+            start += width
+            if field in self.word_embeddings:
+                table = word_tables[field] if word_tables else self.word_table(field)
+                part = F.embedding(items, table) @ block.T
+            else:
+                dense = getattr(self, f"dense_{field}")
+                part = (dense[items] @ block.T) / getattr(self, f"norm_{field}")[items]
+            out = part if out is None else out + part
+        return out
+
+    def projected(self, items: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """W (m * c_i) = (W diag m) c_i for the projection ``weight`` (K, D)."""
+        return self.project(items, weight * self.content_mask)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """Masked content ``content_mask * c_i`` for ``items`` (masked in place: ``raw``
@@ -148,12 +185,31 @@ def row_norms(matrix: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return matrix.norm(2.0, 1, keepdim=True).clamp_min(eps)
 
 
-def word_bags(words: torch.Tensor, n_words: int) -> torch.Tensor:
-    """Padded word ids (n_items, L), 0 = padding -> sparse (n_items, n_words) word counts."""
+def word_bags(words: torch.Tensor, n_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded word ids (n_items, L), 0 = padding -> the (n_items, n_words) word counts
+    and their transpose, both sparse CSR (the transpose serves the backward pass)."""
     rows = torch.arange(words.shape[0]).repeat_interleave(words.shape[1])
     cols = words.reshape(-1)
     keep = cols > 0
     indices = torch.stack([rows[keep], cols[keep]])
     counts = torch.ones(indices.shape[1])
-    return torch.sparse_coo_tensor(indices, counts, (words.shape[0], n_words)).coalesce()
+    shape = (words.shape[0], n_words)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta" / invariant checks
+        warnings.simplefilter("ignore", UserWarning)
+        coo = torch.sparse_coo_tensor(indices, counts, shape, check_invariants=True).coalesce()
+        return coo.to_sparse_csr(), coo.t().coalesce().to_sparse_csr()
+
+
+class BagSum(torch.autograd.Function):
+    """``bags @ weight`` for fixed sparse CSR ``bags``; the gradient is ``bags.T @ grad``
+    with the transpose built once (on CPUs torch's own sparse backward is about 6x slower)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, bags: torch.Tensor, bags_t: torch.Tensor) -> torch.Tensor:
+        ctx.bags_t = bags_t
+        return bags @ weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return ctx.bags_t @ grad, None, None
 

@@ -20,7 +20,13 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_invrl.distributed import loss_scale
-from recbole_invrl.model.common import AllItemsCache, distinct_items, non_negative, positive_int
+from recbole_invrl.model.common import (
+    AllItemsCache,
+    distinct_items,
+    gathered_dot,
+    non_negative,
+    positive_int,
+)
 from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.item_graph import item_item_neighbors
 
@@ -111,13 +117,10 @@ class UltraGCNMM(GeneralRecommender):
 
     # ----------------------------------------------------------------- scoring
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """[t_i, W (m * c_i)] for ``items`` of any shape -> (*shape, embedding + content size)."""
-        return torch.cat([self.item_embedding(items), self.projected_content(items)], dim=-1)
-
-    def projected_content(self, items: torch.Tensor) -> torch.Tensor:
-        """W (m * c_i) for ``items`` of any shape; each distinct item is projected once."""
-        unique, inverse = distinct_items(items)
-        return F.embedding(inverse, self.projection(self.content(unique)))
+        """[t_i, W (m * c_i)] for each entry of ``items`` (any shape) -> (*shape, embedding
+        + content size); callers pass distinct items where duplicates are many."""
+        content = self.content.projected(items, self.projection.weight)
+        return torch.cat([self.item_embedding(items), content], dim=-1)
 
     def all_item_vectors(self) -> torch.Tensor:
         """Vectors of every item, projected in chunks; cached until a parameter changes."""
@@ -126,18 +129,17 @@ class UltraGCNMM(GeneralRecommender):
     def _compute_all_item_vectors(self) -> torch.Tensor:
         items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
         content = torch.cat(
-            [self.projection(self.content(chunk)) for chunk in items.split(PROJECTION_CHUNK)]
+            [self.content.projected(chunk, self.projection.weight) for chunk in items.split(PROJECTION_CHUNK)]
         )
         return torch.cat([self.item_embedding.weight, content], dim=1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores (eq. 14) of B users against ``items`` of shape (B,) or (B, M)."""
         user_vectors = self.user_embedding(users)
-        if items.dim() == 2:
-            user_vectors = user_vectors.unsqueeze(1)
-        id_part = user_vectors[..., : self.embedding_size] * self.item_embedding(items)
-        content_part = user_vectors[..., self.embedding_size :] * self.projected_content(items)
-        return id_part.sum(-1) + content_part.sum(-1)
+        if items.dim() == 1:
+            return (user_vectors * self.item_vectors(items)).sum(-1)
+        unique, inverse = distinct_items(items, self.n_items)
+        return gathered_dot(self.item_vectors(unique), user_vectors, inverse)
 
     # ----------------------------------------------------------------- loss
     def sample_negatives(self, batch_size: int) -> torch.Tensor:

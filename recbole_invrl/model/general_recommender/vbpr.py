@@ -72,7 +72,7 @@ class VBPR(GeneralRecommender):
         """Item vectors [gamma_i, E c_i] (*shape, embedding_size) and biases
         beta_i + <beta', c_i> (*shape) for ``items`` of any shape; the content of each
         distinct item is encoded and projected once."""
-        unique, inverse = distinct_items(items)
+        unique, inverse = distinct_items(items, self.n_items)
         visual, content_bias = self._content_terms(unique)
         vectors = torch.cat([self.item_embedding(items), F.embedding(inverse, visual)], dim=-1)
         biases = self.item_bias(items).squeeze(-1) + content_bias[inverse]
