@@ -29,6 +29,7 @@ from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_invrl.distributed import DistributedMixin, agreed_text, barrier
+from recbole_invrl.optim import FusedOptimizerMixin
 
 
 def plain_config(config) -> dict[str, Any]:
@@ -147,8 +148,8 @@ class SafeCheckpointMixin:
         )
 
 
-class CompatTrainerMixin(SafeCheckpointMixin, DistributedMixin):
-    """Weights-only checkpoints and CPU-capable DDP for a RecBole trainer."""
+class CompatTrainerMixin(SafeCheckpointMixin, DistributedMixin, FusedOptimizerMixin):
+    """Weights-only checkpoints, CPU-capable DDP and fused Adam for a RecBole trainer."""
 
 
 @lru_cache(maxsize=None)

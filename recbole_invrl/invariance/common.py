@@ -8,7 +8,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
+from recbole_invrl.model.common import distinct_items
+from recbole_invrl.model.general_recommender.ultragcn_mm import FULL_CATALOGUE_FACTOR, UltraGCNMM
 
 CONTENT_TABLE_BYTES = 256 * 2**20  # FrozenBackbone keeps a content table up to this size
 
@@ -65,6 +66,15 @@ class FrozenBackbone:
             return self.table[items]
         with torch.no_grad():
             return self.model.content.raw(items, self.word_tables)
+
+    def content_table(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, index): ``rows[index]`` is c_i of ``items`` (any shape). The whole content
+        table when there is one and the batch names the catalogue twice over or more (it
+        then covers nearly every item), else the rows of the distinct items."""
+        if self.table is not None and items.numel() >= FULL_CATALOGUE_FACTOR * len(self.table):
+            return self.table, items
+        unique, inverse = distinct_items(items, self.model.n_items)
+        return self.content_rows(unique), inverse
 
     def user_parts(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(p_u^(t), p_u^(c)) of eq. 14."""

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
-from recbole_invrl.model.common import distinct_items, final_mask, gathered_dot
+from recbole_invrl.model.common import final_mask, gathered_dot
+from recbole_invrl.optim import fused_copy
 
 MASK_TYPES = ("float", "binary")
 MASK_REGS = ("l2", "l0")
@@ -77,8 +78,7 @@ class MaskLearner(nn.Module):
     def loss(self, users, positives, negatives, items, envs, alpha: float, lam: float):
         """Eq. 10 on one batch; returns (total, risk, penalty)."""
         mu = self.gate()
-        unique, inverse = distinct_items(items, self.frozen.model.n_items)
-        content = self.frozen.content_rows(unique)  # c_i of the distinct items (U, D)
+        content, inverse = self.frozen.content_table(items)  # c_i of the items (U, D)
         gated_weight = self.projection.weight * mu  # W (mu * c_i) = (W diag mu) c_i
         _, user_content = self.frozen.user_parts(users)
         item_content = F.linear(content, gated_weight)  # (U, C)
@@ -144,10 +144,10 @@ def learn_mask(
     progress=None,
 ) -> list[tuple[float, float]]:
     """Optimise W and m (eq. 10-12); returns (mean risk, mean penalty) per epoch."""
-    optimizer = torch.optim.Adam([
+    optimizer = fused_copy(torch.optim.Adam([
         {"params": learner.projection.parameters(), "lr": learning_rate},
         {"params": [learner.mask], "lr": mask_lr},
-    ])
+    ]))
     history = []
     for _ in progress(range(epochs)) if progress else range(epochs):
         totals = torch.zeros(2, device=envs.device)

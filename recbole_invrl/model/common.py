@@ -72,7 +72,7 @@ def distinct_items(
     return present.nonzero().squeeze(1), position[items]
 
 
-GATHER_CHUNK = 2**23  # values gathered at once by GatheredDot (32 MiB of float32)
+GATHER_CHUNK = 2**22  # values gathered at once by GatheredDot (16 MiB of float32)
 
 
 class GatheredDot(torch.autograd.Function):

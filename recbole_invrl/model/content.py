@@ -151,27 +151,31 @@ class ContentEncoder(nn.Module):
 
     def project(
         self,
-        items: torch.Tensor,
+        items: torch.Tensor | None,
         weight: torch.Tensor,
         word_tables: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``raw(items) @ weight.T`` for ``weight`` (K, D), built modality by modality
-        (dense rows are divided by their norms after projecting) -> (*items.shape, K)."""
+        (dense rows are divided by their norms after projecting) -> (*items.shape, K).
+        ``items`` None: every item, (n_items, K), with no rows gathered."""
         out, start = None, 0
         for field, width in self._layout:
             block = weight[:, start : start + width]
             start += width
             if field in self.word_embeddings:
                 table = word_tables[field] if word_tables else self.word_table(field)
-                part = F.embedding(items, table) @ block.T
+                part = (table if items is None else F.embedding(items, table)) @ block.T
             else:
-                dense = getattr(self, f"dense_{field}")
-                part = (dense[items] @ block.T) / getattr(self, f"norm_{field}")[items]
+                dense, norms = getattr(self, f"dense_{field}"), getattr(self, f"norm_{field}")
+                if items is not None:
+                    dense, norms = dense[items], norms[items]
+                part = (dense @ block.T) / norms
             out = part if out is None else out + part
         return out
 
-    def projected(self, items: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """W (m * c_i) = (W diag m) c_i for the projection ``weight`` (K, D)."""
+    def projected(self, items: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
+        """W (m * c_i) = (W diag m) c_i for the projection ``weight`` (K, D); ``items``
+        None: every item."""
         return self.project(items, weight * self.content_mask)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:

@@ -87,3 +87,27 @@ def test_an_empty_environment_does_not_crash(frozen_factory):
     new_envs = models.assign(interactions)
     assert torch.isfinite(models.weight).all()
     assert new_envs.shape == envs.shape and new_envs.max() < 3
+
+
+def test_user_side_scores_equal_projecting_items_under_every_environment(frozen_factory):
+    """<p_b, W_e Psi_i> computed as <(W_e^T p_b) * (1 - m), c_i> (scores) and from the
+    (items, E, C) table of every item under every environment (projected)."""
+    features, pairs, _ = planted_style_data(n_users=8, n_items=16, per_env=3)
+    frozen, interactions, _ = frozen_factory(features, pairs, n_users=8)
+    with torch.no_grad():
+        frozen.user_weight.normal_(generator=torch.Generator().manual_seed(0))
+    models = EnvironmentModels(frozen, 3, torch.tensor([0.9, 0.5, 0.2, 0.0]), l1_weight=0.0)
+    with torch.no_grad():
+        models.weight.normal_(generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(2)
+    users, _, _, items = frozen.training_batch(interactions, torch.arange(10))
+    envs = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    projected, inverse = models.projected(items)  # (U, E, C)
+    _, user_content = frozen.user_parts(users)
+    item_content = projected[inverse, envs.unsqueeze(1)]  # each row under its own environment
+    expected = frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
+    torch.testing.assert_close(models.scores(users, items, envs), expected)
+    table = frozen.table
+    frozen.table = None  # as at Kwai size: rows gathered and normalised on demand
+    torch.testing.assert_close(models.scores(users, items, envs), expected)
+    frozen.table = table

@@ -88,3 +88,31 @@ def test_raw_with_precomputed_word_tables_matches_raw(build, atomic_dataset, tmp
     items = torch.tensor([[1, 4], [2, 2]])
     tables = {"t_words": encoder.word_table("t_words").detach()}
     assert torch.equal(encoder.raw(items, tables), encoder.raw(items).detach())
+
+
+def test_project_equals_raw_content_times_the_weight(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    encoder = ContentEncoder(data, ["v_feat", "t_words", "a_feat"], word_embedding_size=5)
+    weight = torch.randn(3, encoder.dim, generator=torch.Generator().manual_seed(0))
+    items = torch.tensor([[1, 4, 4], [2, 0, 3]])
+    expected = encoder.raw(items) @ weight.T
+    torch.testing.assert_close(encoder.project(items, weight), expected)
+    every_item = torch.arange(5)
+    torch.testing.assert_close(encoder.project(None, weight), encoder.raw(every_item) @ weight.T)
+    mask = torch.rand(encoder.dim, generator=torch.Generator().manual_seed(1))
+    encoder.set_mask(mask)
+    torch.testing.assert_close(encoder.projected(items, weight), encoder(items) @ weight.T)
+
+
+def test_word_bag_gradient_equals_the_dense_count_matrix(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    encoder = ContentEncoder(data, ["t_words"], word_embedding_size=5)
+    weight = encoder.word_embeddings["t_words"].weight
+    counts = encoder.bags_t_words.to_dense()
+    assert torch.equal(encoder.bags_t_t_words.to_dense(), counts.T)
+    assert counts[data.token2id("item_id", "4"), data.token2id("t_words", "5")] == 2  # repeats count
+    upstream = torch.randn(counts.shape[0], 5, generator=torch.Generator().manual_seed(0))
+    (grad,) = torch.autograd.grad((encoder.word_table("t_words") * upstream).sum(), weight)
+    (expected,) = torch.autograd.grad(
+        (torch.nn.functional.normalize(counts @ weight, dim=-1) * upstream).sum(), weight)
+    torch.testing.assert_close(grad, expected)

@@ -30,7 +30,7 @@ from recbole_invrl.model.common import (
 from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.item_graph import item_item_neighbors
 
-PROJECTION_CHUNK = 8192  # items projected at once when scoring all items
+FULL_CATALOGUE_FACTOR = 2  # a batch naming >= 2 x n_items entries projects every item
 GRAPH_BUFFERS = ("neighbor_index", "neighbor_weight", "beta_user", "beta_item")
 
 
@@ -116,30 +116,35 @@ class UltraGCNMM(GeneralRecommender):
         self.content.set_mask(mask)
 
     # ----------------------------------------------------------------- scoring
-    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """[t_i, W (m * c_i)] for each entry of ``items`` (any shape) -> (*shape, embedding
-        + content size); callers pass distinct items where duplicates are many."""
+        + content size); ``items`` None: every item, with no rows gathered."""
         content = self.content.projected(items, self.projection.weight)
-        return torch.cat([self.item_embedding(items), content], dim=-1)
+        ids = self.item_embedding.weight if items is None else self.item_embedding(items)
+        return torch.cat([ids, content], dim=-1)
 
     def all_item_vectors(self) -> torch.Tensor:
-        """Vectors of every item, projected in chunks; cached until a parameter changes."""
-        return self._all_items.get(self, self._compute_all_item_vectors)
+        """Vectors of every item; cached until a parameter changes."""
+        return self._all_items.get(self, self.item_vectors)
 
-    def _compute_all_item_vectors(self) -> torch.Tensor:
-        items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
-        content = torch.cat(
-            [self.content.projected(chunk, self.projection.weight) for chunk in items.split(PROJECTION_CHUNK)]
-        )
-        return torch.cat([self.item_embedding.weight, content], dim=1)
+    def item_table(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(vectors, index): ``vectors[index]`` are the vectors of ``items`` (any shape).
+
+        A batch that names the catalogue about twice over or more (uniform negatives on
+        a small catalogue) covers nearly every item: all items are projected, with no
+        gather. Otherwise each distinct item is projected once (``distinct_items``)."""
+        if items.numel() >= FULL_CATALOGUE_FACTOR * self.n_items:
+            return self.item_vectors(), items
+        unique, inverse = distinct_items(items, self.n_items)
+        return self.item_vectors(unique), inverse
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores (eq. 14) of B users against ``items`` of shape (B,) or (B, M)."""
         user_vectors = self.user_embedding(users)
         if items.dim() == 1:
             return (user_vectors * self.item_vectors(items)).sum(-1)
-        unique, inverse = distinct_items(items, self.n_items)
-        return gathered_dot(self.item_vectors(unique), user_vectors, inverse)
+        table, index = self.item_table(items)
+        return gathered_dot(table, user_vectors, index)
 
     # ----------------------------------------------------------------- loss
     def sample_negatives(self, batch_size: int) -> torch.Tensor:

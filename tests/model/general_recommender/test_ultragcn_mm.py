@@ -153,3 +153,19 @@ def test_short_training_raises_ndcg(build, atomic_dataset, clustered, tmp_path):
     trainer.fit(train, valid, saved=False)
     trained = trainer.evaluate(test, load_best_model=False)["ndcg@10"]
     assert trained > untrained + 0.1, (untrained, trained)
+
+
+def test_whole_catalogue_and_distinct_item_paths_agree(toy, monkeypatch):
+    """A batch naming the catalogue twice over projects every item; a smaller one only its
+    distinct items. Same loss, same gradients."""
+    model, data = toy
+    users = torch.tensor([1, 2, 3, 2])
+    positives = torch.tensor([1, 3, 4, 2])
+    negatives = torch.randint(1, model.n_items, (4, HYPER["neg_num"]), generator=torch.Generator().manual_seed(5))
+    results = []
+    for factor in (1, 10**6):
+        monkeypatch.setattr("recbole_invrl.model.general_recommender.ultragcn_mm.FULL_CATALOGUE_FACTOR", factor)
+        loss = model.loss(users, positives, negatives)
+        results.append([loss, *torch.autograd.grad(loss, list(model.parameters()))])
+    for whole, distinct in zip(*results):
+        torch.testing.assert_close(whole, distinct)

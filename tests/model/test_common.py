@@ -1,0 +1,51 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_invrl.model import common
+from recbole_invrl.model.common import distinct_items, gathered_dot
+
+
+def test_distinct_items_by_flags_equal_torch_unique():
+    items = torch.randint(0, 50, (7, 9), generator=torch.Generator().manual_seed(0))
+    unique, inverse = distinct_items(items, n_items=50)
+    expected_unique, expected_inverse = torch.unique(items, return_inverse=True)
+    assert torch.equal(unique, expected_unique) and torch.equal(inverse, expected_inverse)
+    assert torch.equal(unique[inverse], items)
+
+
+def _reference(table, vectors, index):
+    return (F.embedding(index, table) * vectors.unsqueeze(1)).sum(-1)
+
+
+@pytest.mark.parametrize("chunk", [2**22, 7 * 4])  # one block, and blocks of one row
+def test_gathered_dot_equals_autograd_through_a_gather(monkeypatch, chunk):
+    monkeypatch.setattr(common, "GATHER_CHUNK", chunk)
+    generator = torch.Generator().manual_seed(1)
+    table = torch.randn(11, 4, generator=generator, requires_grad=True)
+    vectors = torch.randn(6, 4, generator=generator, requires_grad=True)
+    index = torch.randint(0, 11, (6, 7), generator=generator)
+    weights = torch.randn(6, 7, generator=generator)
+    results = []
+    for score in (gathered_dot, _reference):
+        scores = score(table, vectors, index)
+        grads = torch.autograd.grad((scores * weights).sum(), [table, vectors])
+        results.append([scores, *grads])
+    for new, old in zip(*results):
+        torch.testing.assert_close(new, old)
+
+
+def test_gathered_dot_second_order_gradients_equal_autograd():
+    """M4 differentiates a function of dl/ds (create_graph), through the scores' backward."""
+    generator = torch.Generator().manual_seed(2)
+    table = torch.randn(9, 3, generator=generator, requires_grad=True)
+    vectors = torch.randn(5, 3, generator=generator, requires_grad=True)
+    index = torch.randint(0, 9, (5, 4), generator=generator)
+    results = []
+    for score in (gathered_dot, _reference):
+        loss = F.softplus(score(table, vectors, index)).sum()
+        grad_table, grad_vectors = torch.autograd.grad(loss, [table, vectors], create_graph=True)
+        penalty = grad_table.square().sum() + grad_vectors.pow(3).sum()
+        results.append(torch.autograd.grad(penalty, [table, vectors]))
+    for new, old in zip(*results):
+        torch.testing.assert_close(new, old)
