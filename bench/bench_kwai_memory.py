@@ -221,6 +221,7 @@ def child(model: str | None, folder: Path, name: str, args) -> dict:
     import torch
     from recbole.utils import init_seed
 
+    from recbole_invrl.allocator import keep_freed_memory
     from recbole_invrl.config import Config
     from recbole_invrl.data import create_dataset, data_preparation
     from recbole_invrl.utils import get_model, get_trainer
@@ -234,6 +235,8 @@ def child(model: str | None, folder: Path, name: str, args) -> dict:
     config = Config(model or "UltraGCNMM", name, config_dict={
         "data_path": str(folder.parent), "checkpoint_dir": str(folder.parent / "saved"),
         "show_progress": False, "state": "WARNING", **schedule(args), **settings})
+    if config["keep_freed_memory"]:  # as run_recbole_invrl does
+        keep_freed_memory()
     init_seed(config["seed"], config["reproducibility"])
     total = rec.begin("total")
     dataset = rec.run("dataset load", create_dataset, config)
@@ -294,7 +297,7 @@ def big_objects(objects: dict) -> dict:
             add(f"{label}.neighbor_weight", module.neighbor_weight)
     frozen = objects.get("frozen")
     if frozen is not None:
-        add("FrozenBackbone.content", getattr(frozen, "content", None))
+        add("FrozenBackbone.table", getattr(frozen, "table", None))
     return {"tensors": rows, "distinct_bytes": sum(storages.values())}
 
 

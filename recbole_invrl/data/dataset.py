@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
-from recbole.utils import FeatureSource, FeatureType, set_color
+from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
 from recbole_invrl.data import feature_cache
 from recbole_invrl.data.float_text import (  # FeatureFileError, parse_float_seq: re-exported
@@ -42,6 +42,15 @@ Columns = dict[str, dict[str, np.ndarray]]  # field -> named arrays (see _encode
 
 class MultimodalDataset(Dataset):
     """RecBole ``Dataset`` with vectorised, cached ``float_seq`` parsing and precise errors."""
+
+    def join(self, df):
+        """RecBole copies the user and item features into every batch. A general
+        recommender scores from ids and reads content from the dataset itself (UltraGCN-MM,
+        InvRL, VBPR; RecBole's general models read no features), so its batches skip the
+        copy: at Kwai's size the item features of one batch of 512 are 4 MiB per step."""
+        if self.config["MODEL_TYPE"] == ModelType.GENERAL:
+            return df
+        return super().join(df)
 
     def _load_feat(self, filepath, source):
         load_col, unload_col = self._get_load_and_unload_col(source)

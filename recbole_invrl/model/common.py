@@ -29,21 +29,34 @@ def final_mask(mask: torch.Tensor, mask_type: str) -> torch.Tensor:
     return (mask > 0.5).float() if mask_type == "binary" else mask
 
 
-class AllItemsCache:
-    """Terms computed for every item, reused while no parameter or buffer of the module has
-    changed (tensor versions move on every in-place update: optimiser steps, ``load_state_dict``,
-    ``set_content_mask``). Only filled outside autograd, i.e. during evaluation."""
+class AllItemsCache(nn.Module):
+    """Terms computed for every item, reused across the batches of one evaluation.
+
+    An entry is kept only while its module stays in eval mode and none of the module's
+    parameters or buffers has changed in place (tensor versions move with
+    ``load_state_dict``, ``set_content_mask`` and most optimisers). It is a submodule, so
+    the module's ``train()`` reaches it and drops the entry: torch's fused optimisers
+    update parameters without moving their versions, and RecBole's trainers call
+    ``model.train()`` before every training epoch. Only filled outside autograd."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._key: tuple | None = None
         self._value: Any = None
 
+    def train(self, mode: bool = True) -> "AllItemsCache":
+        self.clear()
+        return super().train(mode)
+
+    def clear(self) -> None:
+        self._key, self._value = None, None
+
     def get(self, module: nn.Module, compute: Callable[[], Any]) -> Any:
         key = tuple((id(t), t._version) for t in [*module.parameters(), *module.buffers()])
-        if self._key == key:
+        if self._key == key and not module.training:
             return self._value
         value = compute()
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() and not module.training:
             self._key, self._value = key, value
         return value
 

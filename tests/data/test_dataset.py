@@ -88,3 +88,18 @@ def test_stack_rows_copies_shuffled_memory_mapped_rows_into_place(tmp_path, monk
     for block in (4096, 7):
         monkeypatch.setattr(dataset_module, "STACK_ROWS", block)
         np.testing.assert_array_equal(dataset_module._stack_rows(rows, 16).numpy(), expected)
+
+
+def test_general_recommenders_get_batches_without_item_features(build, atomic_dataset, tmp_path):
+    from recbole.utils import ModelType
+
+    features = np.arange(12, dtype=float).reshape(4, 3)
+    atomic_dataset(tmp_path, "feat", [(1, 1), (1, 2), (2, 3), (2, 4)], [(1, 3)], [(2, 1)],
+                   dense={"v_feat": features})
+    _, data, train, *_ = build("UltraGCNMM", "feat")
+    batch = next(iter(train))
+    assert "v_feat" not in batch and "item_id" in batch and "user_id" in batch
+    data.config.final_config_dict["MODEL_TYPE"] = ModelType.CONTEXT  # a model that reads features
+    joined = data[torch.tensor([0, 1])]
+    items = data.id2token("item_id", joined["item_id"].numpy()).astype(int)
+    np.testing.assert_allclose(joined["v_feat"].numpy(), features[items - 1])

@@ -169,3 +169,25 @@ def test_whole_catalogue_and_distinct_item_paths_agree(toy, monkeypatch):
         results.append([loss, *torch.autograd.grad(loss, list(model.parameters()))])
     for whole, distinct in zip(*results):
         torch.testing.assert_close(whole, distinct)
+
+
+def test_evaluation_after_a_fused_adam_epoch_sees_the_new_parameters(toy):
+    """torch's fused Adam updates parameters without moving their versions; the item-vector
+    cache of one evaluation must not survive into the next (RecBole calls model.train())."""
+    model, _ = toy
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    users = Interaction({"user_id": torch.tensor([1, 2, 3])})
+    model.eval()
+    with torch.no_grad():
+        before = model.full_sort_predict(users)
+    model.train()
+    model.loss(torch.tensor([1, 2]), torch.tensor([1, 3]), torch.tensor([[2, 4, 5], [1, 1, 2]])).backward()
+    versions = [p._version for p in model.parameters()]
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        after = model.full_sort_predict(users)
+        expected = model.user_embedding(users["user_id"]) @ model.item_vectors().T
+    torch.testing.assert_close(after, expected.reshape(-1))
+    assert not torch.allclose(before, after)
+    assert versions == [p._version for p in model.parameters()]  # why the cache cannot rely on them
