@@ -8,8 +8,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from recbole_invrl.model.common import distinct_items
-from recbole_invrl.model.general_recommender.ultragcn_mm import FULL_CATALOGUE_FACTOR, UltraGCNMM
+from recbole_invrl.model.common import item_rows
+from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 
 CONTENT_TABLE_BYTES = 256 * 2**20  # FrozenBackbone keeps a content table up to this size
 
@@ -60,21 +60,21 @@ class FrozenBackbone:
                 self.table = encoder.raw(all_items, self.word_tables)
         self.embedding_size = backbone.embedding_size
 
-    def content_rows(self, items: torch.Tensor) -> torch.Tensor:
-        """Unmasked c_i of ``items`` (any shape) -> (*shape, D), a fresh tensor."""
+    def content_rows(self, items: torch.Tensor | None) -> torch.Tensor:
+        """Unmasked c_i of ``items`` (any shape) -> (*shape, D), a fresh tensor; ``items``
+        None: every item (the content table itself where there is one: read it only)."""
         if self.table is not None:
-            return self.table[items]
+            return self.table if items is None else self.table[items]
+        if items is None:
+            items = torch.arange(self.model.n_items, device=self.user_weight.device)
         with torch.no_grad():
             return self.model.content.raw(items, self.word_tables)
 
     def content_table(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rows, index): ``rows[index]`` is c_i of ``items`` (any shape). The whole content
-        table when there is one and the batch names the catalogue twice over or more (it
-        then covers nearly every item), else the rows of the distinct items."""
-        if self.table is not None and items.numel() >= FULL_CATALOGUE_FACTOR * len(self.table):
-            return self.table, items
-        unique, inverse = distinct_items(items, self.model.n_items)
-        return self.content_rows(unique), inverse
+        """(rows, index): ``rows[index]`` is c_i of ``items`` (any shape); the rows are
+        the batch's items, each once (``item_rows``)."""
+        rows, index = item_rows(items, self.model.n_items)
+        return self.content_rows(rows), index
 
     def user_parts(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(p_u^(t), p_u^(c)) of eq. 14."""

@@ -19,7 +19,7 @@ The per-environment gradients come in closed form from one backward pass: with
 s = <p_u^(t), t_i> + <p_u^(c), W (mu * c_i)>, grad_W L^e = mean over e's interactions of
 sum_items (dl/ds) p_u^(c) (mu * c_i)^T, so all E gradients are one weighted bag sum and
 one matmul, and the penalty is differentiated through dl/ds (``create_graph``).
-Content is projected once per distinct item in the batch. The gate is applied to W's
+Content is projected once per item of the batch (``item_rows``). The gate is applied to W's
 columns rather than to c: W (mu * c) = (W diag mu) c and sum p (mu * c)^T =
 (sum p c^T) diag mu, so the (distinct items x D) content is the only batch tensor of
 that size, and no gradient of that size is formed (equal up to float rounding).

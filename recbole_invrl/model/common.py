@@ -61,6 +61,20 @@ class AllItemsCache(nn.Module):
         return value
 
 
+FULL_CATALOGUE_FACTOR = 2  # a batch naming >= 2 x n_items entries covers nearly every item
+
+
+def item_rows(items: torch.Tensor, n_items: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(rows, index): the items whose terms a batch computes, and where each entry of
+    ``items`` (any shape) finds its row. ``rows`` None means every item, in id order (the
+    index is then ``items`` itself): a batch that names the catalogue twice over or more
+    (uniform negatives on a small catalogue) covers nearly every item, and computing them
+    all needs no gather. Otherwise the rows come from ``distinct_items``."""
+    if items.numel() >= FULL_CATALOGUE_FACTOR * n_items:
+        return None, items
+    return distinct_items(items, n_items)
+
+
 def distinct_items(
     items: torch.Tensor, n_items: int | None = None, dedupe: bool | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,8 +116,8 @@ class GatheredDot(torch.autograd.Function):
     def forward(ctx, table: torch.Tensor, vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(table, vectors, index)
         return torch.cat([
-            torch.linalg.vecdot(F.embedding(rows, table), vecs.unsqueeze(1))
-            for rows, vecs in _row_chunks(index, vectors, table.shape[1])
+            torch.linalg.vecdot(F.embedding(index[part], table), vectors[part].unsqueeze(1))
+            for part in _row_blocks(index, table.shape[1])
         ])
 
     @staticmethod
@@ -112,22 +126,18 @@ class GatheredDot(torch.autograd.Function):
         grad_table = grad_vectors = None
         if ctx.needs_input_grad[0]:
             grad_table = torch.zeros_like(table)
-            for (rows, vecs), g in zip(_row_chunks(index, vectors, table.shape[1]), grad.split(_rows_per_chunk(index, table.shape[1]))):
-                per_entry = (g.unsqueeze(-1) * vecs.unsqueeze(1)).reshape(-1, vecs.shape[1])
-                grad_table = grad_table.index_add(0, rows.reshape(-1), per_entry)
+            for part in _row_blocks(index, table.shape[1]):
+                per_entry = grad[part].unsqueeze(-1) * vectors[part].unsqueeze(1)
+                grad_table = grad_table.index_add(0, index[part].reshape(-1), per_entry.flatten(0, 1))
         if ctx.needs_input_grad[1]:
             grad_vectors = F.embedding_bag(index, table, mode="sum", per_sample_weights=grad.contiguous())
         return grad_table, grad_vectors, None
 
 
-def _rows_per_chunk(index: torch.Tensor, width: int) -> int:
-    """Rows of ``index`` whose gathered (rows, M, width) block stays under GATHER_CHUNK values."""
-    return max(1, GATHER_CHUNK // max(1, index.shape[1] * width))
-
-
-def _row_chunks(index: torch.Tensor, vectors: torch.Tensor, width: int):
-    rows = _rows_per_chunk(index, width)
-    return zip(index.split(rows), vectors.split(rows))
+def _row_blocks(index: torch.Tensor, width: int) -> list[slice]:
+    """Row blocks of ``index`` (B, M) whose gathered (rows, M, width) values stay under GATHER_CHUNK."""
+    rows = max(1, GATHER_CHUNK // max(1, index.shape[1] * width))
+    return [slice(start, start + rows) for start in range(0, len(index), rows)]
 
 
 def gathered_dot(table: torch.Tensor, vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -22,15 +22,14 @@ from torch import nn
 from recbole_invrl.distributed import loss_scale
 from recbole_invrl.model.common import (
     AllItemsCache,
-    distinct_items,
     gathered_dot,
+    item_rows,
     non_negative,
     positive_int,
 )
 from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.item_graph import item_item_neighbors
 
-FULL_CATALOGUE_FACTOR = 2  # a batch naming >= 2 x n_items entries projects every item
 GRAPH_BUFFERS = ("neighbor_index", "neighbor_weight", "beta_user", "beta_item")
 
 
@@ -128,15 +127,10 @@ class UltraGCNMM(GeneralRecommender):
         return self._all_items.get(self, self.item_vectors)
 
     def item_table(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(vectors, index): ``vectors[index]`` are the vectors of ``items`` (any shape).
-
-        A batch that names the catalogue about twice over or more (uniform negatives on
-        a small catalogue) covers nearly every item: all items are projected, with no
-        gather. Otherwise each distinct item is projected once (``distinct_items``)."""
-        if items.numel() >= FULL_CATALOGUE_FACTOR * self.n_items:
-            return self.item_vectors(), items
-        unique, inverse = distinct_items(items, self.n_items)
-        return self.item_vectors(unique), inverse
+        """(vectors, index): ``vectors[index]`` are the vectors of ``items`` (any shape),
+        each item projected once (``item_rows``)."""
+        rows, index = item_rows(items, self.n_items)
+        return self.item_vectors(rows), index
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores (eq. 14) of B users against ``items`` of shape (B,) or (B, M)."""

@@ -164,7 +164,7 @@ def test_whole_catalogue_and_distinct_item_paths_agree(toy, monkeypatch):
     negatives = torch.randint(1, model.n_items, (4, HYPER["neg_num"]), generator=torch.Generator().manual_seed(5))
     results = []
     for factor in (1, 10**6):
-        monkeypatch.setattr("recbole_invrl.model.general_recommender.ultragcn_mm.FULL_CATALOGUE_FACTOR", factor)
+        monkeypatch.setattr("recbole_invrl.model.common.FULL_CATALOGUE_FACTOR", factor)
         loss = model.loss(users, positives, negatives)
         results.append([loss, *torch.autograd.grad(loss, list(model.parameters()))])
     for whole, distinct in zip(*results):
