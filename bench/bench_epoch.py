@@ -20,14 +20,13 @@ import time
 def build(model: str, dataset: str, batch_size: int, extra: dict | None = None):
     from recbole.utils import init_seed
 
-    from recbole_invrl.allocator import keep_freed_memory
+    from recbole_invrl import allocator
     from recbole_invrl.config import Config
     from recbole_invrl.data import create_dataset, data_preparation
 
     config = Config(model, dataset, config_dict={
         "train_batch_size": batch_size, "show_progress": False, "state": "WARNING", **(extra or {})})
-    if config["keep_freed_memory"]:  # as run_recbole_invrl does
-        keep_freed_memory()
+    allocator.apply_config(config)
     init_seed(config["seed"], config["reproducibility"])
     data = create_dataset(config)
     train, valid, _ = data_preparation(config, data)

@@ -221,7 +221,7 @@ def child(model: str | None, folder: Path, name: str, args) -> dict:
     import torch
     from recbole.utils import init_seed
 
-    from recbole_invrl.allocator import keep_freed_memory
+    from recbole_invrl import allocator
     from recbole_invrl.config import Config
     from recbole_invrl.data import create_dataset, data_preparation
     from recbole_invrl.utils import get_model, get_trainer
@@ -235,8 +235,7 @@ def child(model: str | None, folder: Path, name: str, args) -> dict:
     config = Config(model or "UltraGCNMM", name, config_dict={
         "data_path": str(folder.parent), "checkpoint_dir": str(folder.parent / "saved"),
         "show_progress": False, "state": "WARNING", **schedule(args), **settings})
-    if config["keep_freed_memory"]:  # as run_recbole_invrl does
-        keep_freed_memory()
+    allocator.apply_config(config)
     init_seed(config["seed"], config["reproducibility"])
     total = rec.begin("total")
     dataset = rec.run("dataset load", create_dataset, config)

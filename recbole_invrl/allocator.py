@@ -35,3 +35,9 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def apply_config(config) -> bool:
+    """``keep_freed_memory()`` when ``config["keep_freed_memory"]`` asks for it, as every
+    run does (``run_recbole_invrl``) and the benchmarks that build their own pipeline."""
+    return bool(config["keep_freed_memory"]) and keep_freed_memory()

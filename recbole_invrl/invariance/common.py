@@ -56,8 +56,7 @@ class FrozenBackbone:
             table_size = backbone.n_items * encoder.dim * self.user_weight.element_size()
             self.table = None
             if table_size <= table_bytes:
-                all_items = torch.arange(backbone.n_items, device=self.user_weight.device)
-                self.table = encoder.raw(all_items, self.word_tables)
+                self.table = self.content_rows(None)  # every item, computed on demand
         self.embedding_size = backbone.embedding_size
 
     def content_rows(self, items: torch.Tensor | None) -> torch.Tensor:

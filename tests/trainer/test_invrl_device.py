@@ -77,10 +77,10 @@ def test_projecting_duplicates_gives_the_numbers_of_projecting_distinct_items(sh
     items = torch.randint(1, 6, shape)
     table = torch.randn(6, 4)
     for dedupe in (True, False):
-        rows, index = distinct_items(items, dedupe=dedupe)
+        rows, index = distinct_items(items, 6, dedupe=dedupe)
         assert torch.equal((table[rows] * 2)[index], table[items] * 2)
-    assert len(distinct_items(items, dedupe=True)[0]) == len(set(items.flatten().tolist()))
-    assert len(distinct_items(items, dedupe=False)[0]) == items.numel()
+    assert len(distinct_items(items, 6, dedupe=True)[0]) == len(set(items.flatten().tolist()))
+    assert len(distinct_items(items, 6, dedupe=False)[0]) == items.numel()
 
 
 def test_the_guard_catches_a_host_transfer(monkeypatch):
