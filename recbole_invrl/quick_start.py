@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_invrl.allocator import keep_freed_memory
+from recbole_invrl import allocator
 from recbole_invrl.config import Config
 from recbole_invrl.data import create_dataset, data_preparation
 from recbole_invrl.data.utils import ensure_dataset_files
@@ -34,11 +34,12 @@ def run_recbole_invrl(
     """
     start = time.time()
     config = Config(model, dataset, config_file_list, config_dict)
-    if config["keep_freed_memory"]:
-        keep_freed_memory()
+    allocator.apply_config(config)
     init_seed(config["seed"], config["reproducibility"])
-    # RecBole's init_logger makes ./log/<model> without exist_ok: ranks started together race.
-    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
+    # RecBole makes ./log/<model> (init_logger) and checkpoint_dir (Trainer) without
+    # exist_ok: ranks started together race on them (FileExistsError).
+    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
     init_logger(config)
     logger = getLogger()
     logger.info(config)
