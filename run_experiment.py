@@ -1,7 +1,7 @@
 """Run one of the paper's experiments (Table 3, Fig. 3-6) and write its CSV and PNG.
 
-    python run_experiment.py --experiment={table3,fig3,fig4,fig5,fig6} --dataset=D
-        [--out=results/D] [--record=RUN-record.json] [--config_files="a.yaml"] [--key=value ...]
+    python run_experiment.py --experiment={table3,fig3,fig4,fig5,fig6,diagnose} --dataset=D
+        [--out=results/D] [--record=RUN-record.json] [--truth=DIR] [--config_files="a.yaml"] [--key=value ...]
 """
 import argparse
 import sys
@@ -18,6 +18,7 @@ def main() -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out", default=None, help="folder for the CSV and PNG (results/<dataset>)")
     parser.add_argument("--record", default=None, help="InvRL run record for fig4/fig5")
+    parser.add_argument("--truth", default=None, help="diagnose: folder with truth.json / train_env.npy")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files")
     args, _ = parser.parse_known_args()  # other --key=value pairs are read by RecBole's Config
     if args.experiment not in EXPERIMENTS:
@@ -34,6 +35,8 @@ def main() -> int:
     experiment = Experiment(args.dataset, args.out or f"results/{args.dataset}", config_files=config_files,
                             data_folder=config["data_path"])  # RecBole's data_path ends in the dataset
     extra = {"record_path": args.record} if args.experiment in ("fig4", "fig5") else {}
+    if args.experiment == "diagnose":
+        extra = {"truth_dir": args.truth}
     for path in EXPERIMENTS[args.experiment](experiment, **extra):
         print(f"wrote {path}")
     return 0

@@ -88,7 +88,9 @@ def count_syncs(run_steps) -> int | None:
 
 def step_syncs(trainer, train_data) -> dict[str, int | None]:
     """Sync count of STEPS_CHECKED training steps of each of InvRL's models (or the backbone)."""
-    from recbole_invrl.invariance import EnvironmentModels, FrozenBackbone, MaskLearner, TrainingInteractions
+    from recbole_invrl.invariance import FrozenBackbone, MaskLearner, TrainingInteractions
+    from recbole_invrl.invariance.common import environment_batches
+    from recbole_invrl.invariance.partition import environment_models
 
     model = trainer.model
     backbone = getattr(model, "backbone", model)
@@ -105,18 +107,19 @@ def step_syncs(trainer, train_data) -> dict[str, int | None]:
     interactions = TrainingInteractions.from_dataset(train_data._dataset, device)
     frozen = FrozenBackbone(backbone)
     envs = torch.randint(trainer.config["num_envs"], (len(interactions),), device=device)
-    environments = EnvironmentModels(frozen, trainer.config["num_envs"], model.mask, 0.1).to(device)
-    learner = MaskLearner(frozen, model.mask, trainer.config["num_envs"], 0.1)
-    index = [i for _, i in zip(range(STEPS_CHECKED), interactions.batches(trainer.config["train_batch_size"]))]
-    prepared = [(i, frozen.training_batch(interactions, i)) for i in index]
+    num_envs = trainer.config["num_envs"]
+    environments = environment_models(trainer.config["partition_models"], frozen, num_envs, model.mask, 0.1)
+    learner = MaskLearner(frozen, model.mask, num_envs, 0.1)
+    steps = environment_batches(envs, num_envs, trainer.config["train_batch_size"], cycle=True)[:STEPS_CHECKED]
+    prepared = [(b, frozen.training_batch(interactions, b.index)) for b in steps]
 
     def environment_steps():
-        for i, (users, pos, neg, items) in prepared:
-            environments.loss(users, pos, neg, items, envs[i]).backward()
+        for batch, (users, pos, neg, items) in prepared:
+            environments.loss(users, pos, neg, items, batch).backward()
 
     def mask_steps():
-        for i, (users, pos, neg, items) in prepared:
-            learner.loss(users, pos, neg, items, envs[i], 1.0, 0.1)[0].backward()
+        for batch, (users, pos, neg, items) in prepared:
+            learner.loss(users, pos, neg, items, batch, 1.0, 0.1).total.backward()
 
     result["M3 environment step"] = count_syncs(environment_steps)
     result["M4 mask step"] = count_syncs(mask_steps)

@@ -4,13 +4,15 @@ Precedence, lowest to highest (RecBole's own order, with the plugin's layers slo
 RecBole defaults < ``recbole_invrl/properties/overall.yaml`` < model yaml
 (``recbole_invrl/properties/model/<Model>.yaml``, after the yamls of the classes named in
 the model's ``config_bases``: InvRL reads UltraGCNMM.yaml first) < dataset yaml
-(``dataset_configs/<dataset>.yaml``, then ``<data_path>/<dataset>/<dataset>.yaml`` written by
-the converters) < config files < config_dict < command line.
+(``dataset_configs/<dataset>.yaml``, after the files it names in ``base_configs``, then
+``<data_path>/<dataset>/<dataset>.yaml`` written by the converters) < config files <
+config_dict < command line.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_invrl.distributed import init_cpu_process_group, wants_cuda
@@ -73,11 +75,13 @@ class Config(RecBoleConfig):
             PROPERTIES_DIR / "model" / f"{name}.yaml"
             for name in (*getattr(model_class, "config_bases", ()), model)
         ]
+        dataset_yaml = DATASET_CONFIG_DIR / f"{dataset}.yaml"
         candidates = [
             PROPERTIES_DIR / "overall.yaml",
             *model_yamls,
             _recbole_dataset_yaml(dataset),
-            DATASET_CONFIG_DIR / f"{dataset}.yaml",
+            *_base_configs(dataset_yaml),
+            dataset_yaml,
             Path(data_path) / dataset / f"{dataset}.yaml",
         ]
         return [f for f in candidates if f is not None and f.is_file()]
@@ -103,6 +107,19 @@ class Config(RecBoleConfig):
         if "data_path" not in self.external_config_dict and self.dataset != "ml-100k":
             self.final_config_dict["data_path"] = str(DEFAULT_DATA_PATH)
         super()._set_default_parameters()
+
+
+def _base_configs(dataset_yaml: Path) -> list[Path]:
+    """The files a dataset config names in ``base_configs`` (in ``dataset_configs/``), e.g.
+    a schedule shared by several datasets; they rank below the dataset config itself."""
+    if not dataset_yaml.is_file():
+        return []
+    names = (yaml.safe_load(dataset_yaml.read_text()) or {}).get("base_configs") or []
+    files = [DATASET_CONFIG_DIR / f"{name}.yaml" for name in names]
+    for name, file in zip(names, files):
+        if not file.is_file():
+            raise FileNotFoundError(f"{dataset_yaml}: base_configs names '{name}', but {file} does not exist")
+    return files
 
 
 def _recbole_dataset_yaml(dataset: str) -> Path | None:

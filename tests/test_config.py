@@ -81,3 +81,18 @@ def test_numpy_aliases_survive_numpy_2(tiny, monkeypatch):
     Config("BPR", "tiny", config_dict={"data_path": str(tiny)})
     assert np.float is float and np.long is int and np.unicode is str
     assert np.zeros(2, dtype=np.float).dtype == np.float64  # how RecBole's metrics use it
+
+
+def test_a_dataset_config_reads_its_base_configs_first(tiny, tmp_path, monkeypatch):
+    import recbole_invrl.config as config_module
+
+    configs = tmp_path / "dataset_configs"
+    configs.mkdir()
+    (configs / "schedule.yaml").write_text("epochs: 7\nmask_epochs: 3\n")
+    (configs / "tiny.yaml").write_text("base_configs: [schedule]\nmask_epochs: 4\n")
+    monkeypatch.setattr(config_module, "DATASET_CONFIG_DIR", configs)
+    config = Config("InvRL", "tiny", config_dict={"data_path": str(tiny)})
+    assert config["epochs"] == 7 and config["mask_epochs"] == 4  # the dataset's own key wins
+    (configs / "tiny.yaml").write_text("base_configs: [nowhere]\n")
+    with pytest.raises(FileNotFoundError, match=r"tiny.yaml: base_configs names 'nowhere'"):
+        Config("InvRL", "tiny", config_dict={"data_path": str(tiny)})

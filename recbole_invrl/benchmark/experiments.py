@@ -4,7 +4,8 @@
 - ``fig3``: NDCG@K for K = 1..20, InvRL vs UltraGCN-MM (Fig. 3);
 - ``fig4``: mask values per content dimension, one panel per modality (Fig. 4);
 - ``fig5``: share of moved interactions per partition round (Fig. 5);
-- ``fig6``: accuracy vs the number of environments |E| (Fig. 6).
+- ``fig6``: accuracy vs the number of environments |E| (Fig. 6);
+- ``diagnose``: what the partition, the penalty and the mask do (``diagnose.py``).
 
 ``fig4`` and ``fig5`` read an InvRL run record (``--record``, the ``-record.json`` beside an
 InvRL checkpoint) or make one by running InvRL. Every run goes through
@@ -161,10 +162,17 @@ def num_envs(exp: Experiment, grid: tuple[int, ...] = ENV_GRID) -> tuple[Path, P
     return exp.write("fig6_num_envs", table, figure)
 
 
-EXPERIMENTS: dict[str, Callable[..., tuple[Path, Path]]] = {
+def _diagnose(exp: Experiment, truth_dir: str | None = None):
+    from recbole_invrl.benchmark.diagnose import diagnose
+
+    return diagnose(exp, truth_dir)
+
+
+EXPERIMENTS: dict[str, Callable[..., tuple[Path, ...]]] = {
     "table3": mask_ablation,
     "fig3": ndcg_at_k,
     "fig4": mask_values,
     "fig5": moved_share,
     "fig6": num_envs,
+    "diagnose": _diagnose,
 }

@@ -2,40 +2,73 @@
 
 A gate mu = clip(m + eps, 0, 1), eps ~ N(0, sigma^2) (eq. 8), multiplies c_i; the mask
 model Gamma^mask(u, i, mu * c_i) (eq. 9) keeps the pretrained, frozen id embeddings and a
-re-initialised projection W, trained together with m on
+projection W, trained together with m on eq. 10:
 
-  L_mask = E_e L^e + alpha ||Var_e(grad_W L^e) * mu||^2 + lambda R(m)        (eq. 10-11)
+  L_mask = mean_e L^e + alpha * sum_{c,d} ((sum_e (g_e - g_bar)^2) * mu)^2_{cd} + lambda R(m)
 
-L^e is the mean loss of environment e's interactions in the batch, so every environment
-weighs the same in E_e L^e whatever its size; the first two terms are multiplied by the
-batch size to match the sum-over-batch scale of the backbone's loss (and so of lambda).
+Each step holds one batch of B (``train_batch_size``) interactions per environment
+(``environment_batches``, cycling the smaller environments), and
 
-with R(m) = ||m||^2 (``mask_reg: l2``) or the expected number of open gates
-sum_d Phi(m_d / sigma) (``l0``, the stochastic-gate relaxation used by HRM); m is clipped
-to [0, 1] after every step (eq. 12). ``mask_type: binary`` thresholds the gate at 0.5 with
-a straight-through gradient.
+- L^e is the backbone's loss on environment e's batch, a sum over its B rows, the scale
+  of pretraining (eq. 11 averages; here L^e = B x that average);
+- g_e = dL^e / dW, taken with the graph kept (``create_graph``) so that the penalty is
+  differentiated too; g_bar is their mean over the environments in the step;
+- the squared deviations are summed over the environments, so the middle term is
+  E^2 ||Var_e(grad_W L^e) * mu||^2 of eq. 10 with L^e the batch sum. This is how the
+  authors' release builds it, so the paper's alpha grid {0.1, 0.5, 1} applies. Written
+  with per-environment mean losses instead, the same penalty needs alpha x E^2 B^3
+  (the release multiplies by m where eq. 10 and this module use the gate mu; they
+  differ by the noise eps, sigma = 0.01).
+
+R(m) (``mask_reg``): ``l2`` = ||m||^2 as eq. 10 writes it (pulls m to 0), ``l2_half`` =
+||m - 0.5||^2 as the release computes it (its parameter is m - 0.5: pulls m back to its
+start), or ``l0`` = sum_d Phi(m_d / sigma), the stochastic-gate relaxation of HRM's L0
+(Table 3). m is clipped to [0, 1] after every step (eq. 12). ``mask_type: binary``
+thresholds the gate at 0.5 with a straight-through gradient.
+
+W starts (``mask_model_start``) from the pretrained backbone's projection, as §2.3.3
+says ("initialize ... with the parameters from a pre-trained raw model"), or from a
+normal draw with std 0.01, as the release re-initialises it.
 
 The per-environment gradients come in closed form from one backward pass: with
-s = <p_u^(t), t_i> + <p_u^(c), W (mu * c_i)>, grad_W L^e = mean over e's interactions of
-sum_items (dl/ds) p_u^(c) (mu * c_i)^T, so all E gradients are one weighted bag sum and
-one matmul, and the penalty is differentiated through dl/ds (``create_graph``).
-Content is projected once per item of the batch (``item_rows``). The gate is applied to W's
-columns rather than to c: W (mu * c) = (W diag mu) c and sum p (mu * c)^T =
-(sum p c^T) diag mu, so the (distinct items x D) content is the only batch tensor of
-that size, and no gradient of that size is formed (equal up to float rounding).
+s = <p_u^(t), t_i> + <p_u^(c), W (mu * c_i)>, g_e = sum over e's rows of
+sum_items (dl/ds) p_u^(c) (mu * c_i)^T = (sum_b p_b q_b^T) diag mu with
+q_b = sum_m dl/ds_bm c_i, so all E gradients are one weighted bag sum and one batched
+(E, C, B) x (E, B, D) matmul. Content is projected once per item of the batch
+(``item_rows``), with the gate on W's columns rather than on c:
+W (mu * c) = (W diag mu) c.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
+from recbole_invrl.invariance.common import (
+    EnvironmentBatch,
+    FrozenBackbone,
+    TrainingInteractions,
+    environment_batches,
+)
 from recbole_invrl.model.common import final_mask, gathered_dot
 from recbole_invrl.optim import fused_copy
 
 MASK_TYPES = ("float", "binary")
-MASK_REGS = ("l2", "l0")
+MASK_REGS = ("l2", "l2_half", "l0")
+MASK_MODEL_STARTS = ("pretrained", "random")
+RANDOM_INIT_STD = 0.01  # the release's re-initialisation of W
+
+
+@dataclass
+class MaskLoss:
+    """Eq. 10 on one step: the total and its terms (alpha and lambda not applied)."""
+
+    total: torch.Tensor
+    risk: torch.Tensor
+    penalty: torch.Tensor
+    regulariser: torch.Tensor
 
 
 class MaskLearner(nn.Module):
@@ -49,19 +82,20 @@ class MaskLearner(nn.Module):
         sigma: float,
         mask_type: str = "float",
         mask_reg: str = "l2",
+        model_start: str = "pretrained",
     ):
         super().__init__()
-        if mask_type not in MASK_TYPES:
-            raise ValueError(f"mask_type: expected one of {MASK_TYPES}, got {mask_type!r}")
-        if mask_reg not in MASK_REGS:
-            raise ValueError(f"mask_reg: expected one of {MASK_REGS}, got {mask_reg!r}")
+        for key, value, choices in (("mask_type", mask_type, MASK_TYPES), ("mask_reg", mask_reg, MASK_REGS),
+                                    ("mask_model_start", model_start, MASK_MODEL_STARTS)):
+            if value not in choices:
+                raise ValueError(f"{key}: expected one of {choices}, got {value!r}")
         self.frozen = frozen
         self.num_envs, self.sigma = num_envs, sigma
         self.mask_type, self.mask_reg = mask_type, mask_reg
         self.mask = nn.Parameter(mask.detach().clone())
-        content_size, dim = frozen.model.projection.weight.shape
-        self.projection = nn.Linear(dim, content_size, bias=False)  # re-initialised W
-        self.projection.to(mask.device)
+        pretrained = frozen.model.projection.weight.detach()
+        weight = pretrained.clone() if model_start == "pretrained" else torch.randn_like(pretrained) * RANDOM_INIT_STD
+        self.weight = nn.Parameter(weight)  # W of Gamma^mask
 
     def gate(self) -> torch.Tensor:
         """mu = clip(m + eps, 0, 1) (eq. 8); thresholded at 0.5 for a binary mask."""
@@ -71,48 +105,34 @@ class MaskLearner(nn.Module):
         return mu
 
     def regulariser(self) -> torch.Tensor:
+        """R(m) of eq. 10 (see the module docstring for the three forms)."""
         if self.mask_reg == "l2":
             return self.mask.square().sum()
+        if self.mask_reg == "l2_half":
+            return (self.mask - 0.5).square().sum()
         return torch.special.ndtr(self.mask / self.sigma).sum()  # E ||mu||_0
 
-    def loss(self, users, positives, negatives, items, envs, alpha: float, lam: float):
-        """Eq. 10 on one batch; returns (total, risk, penalty)."""
+    def loss(self, users, positives, negatives, items, batch: EnvironmentBatch, alpha: float, lam: float) -> MaskLoss:
+        """Eq. 10 on one step of per-environment batches."""
         mu = self.gate()
         content, inverse = self.frozen.content_table(items)  # c_i of the items (U, D)
-        gated_weight = self.projection.weight * mu  # W (mu * c_i) = (W diag mu) c_i
         _, user_content = self.frozen.user_parts(users)
-        item_content = F.linear(content, gated_weight)  # (U, C)
+        item_content = F.linear(content, self.weight * mu)  # W (mu * c_i) = (W diag mu) c_i
         scores = self.frozen.id_scores(users, items) + gathered_dot(item_content, user_content, inverse)
         losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
 
-        env_counts = torch.bincount(envs, minlength=self.num_envs).float()
-        present = (env_counts > 0).float()
-        row_weight = 1.0 / env_counts[envs]  # L^e is a mean inside each environment (eq. 11)
-        env_losses = torch.zeros(self.num_envs, device=losses.device).index_add(0, envs, losses * row_weight)
-        risk = (env_losses * present).sum() / present.sum()
+        active = batch.active
+        env_losses = torch.zeros(self.num_envs, device=losses.device).index_add(0, batch.envs, losses)  # L^e (eq. 11)
+        risk = (env_losses * active).sum() / active.sum()
 
         (dl_ds,) = torch.autograd.grad(losses.sum(), scores, create_graph=True)
-        env_grads = self.environment_gradients(dl_ds * row_weight.unsqueeze(1), user_content, envs, inverse, content) * mu
-        penalty = (gradient_variance(env_grads, present) * mu).square().sum()
-        l2 = 0.5 * self.frozen.model.proj_reg_weight * self.projection.weight.square().sum()
-        # Scaled by the batch size: the backbone's loss is a sum over the batch, which is
-        # the scale its lambda and L2 factors are tuned for (each environment weighs equally).
-        batch = float(len(users))
-        total = batch * (risk + alpha * penalty) + lam * self.regulariser() + l2
-        return total, risk.detach(), penalty.detach()
-
-    def environment_gradients(self, dl_ds, user_content, envs, inverse, content) -> torch.Tensor:
-        """sum_bm dl/ds_bm p_b c_i^T for every environment at once: (E, C, D); times mu
-        (column-wise) it is grad_W L^e, as s_bm = <p_b, W (mu * c_i)>.
-
-        Each row b belongs to one environment, so sum_bm dl/ds_bm p_b c_i^T =
-        sum_b p_b q_b^T with q_b = sum_m dl/ds_bm c_i: q is one weighted ``embedding_bag``
-        over the batch's content rows, and the (E, C, D) sums are one (E C x B) @ (B x D)
-        matmul, with the rows of p spread over the environments by a one-hot."""
-        per_row = F.embedding_bag(inverse, content, mode="sum", per_sample_weights=dl_ds)  # q_b (B, D)
-        one_hot = F.one_hot(envs, self.num_envs).to(user_content.dtype)  # (B, E)
-        spread = (one_hot.unsqueeze(2) * user_content.unsqueeze(1)).flatten(1)  # (B, E C)
-        return (spread.T @ per_row).view(self.num_envs, user_content.shape[1], -1)
+        per_row = F.embedding_bag(inverse, content, mode="sum", per_sample_weights=dl_ds)  # q_b (n, D)
+        env_grads = torch.bmm(batch.padded(user_content).transpose(1, 2), batch.padded(per_row)) * mu  # g_e (E, C, D)
+        penalty = (squared_deviations(env_grads, active) * mu).square().sum()
+        regulariser = self.regulariser()
+        l2 = 0.5 * self.frozen.model.proj_reg_weight * self.weight.square().sum()
+        total = risk + alpha * penalty + lam * regulariser + l2
+        return MaskLoss(total, risk, penalty, regulariser)
 
     @torch.no_grad()
     def clip_(self) -> None:
@@ -123,12 +143,15 @@ class MaskLearner(nn.Module):
         return final_mask(self.mask.detach().clone(), self.mask_type)
 
 
-def gradient_variance(env_grads: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Variance across the environments present in the batch (population variance)."""
-    weights = present.view(-1, *([1] * (env_grads.dim() - 1)))
-    count = present.sum().clamp(min=1.0)
-    mean = (env_grads * weights).sum(0) / count
-    return ((env_grads - mean).square() * weights).sum(0) / count
+def squared_deviations(env_grads: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """sum_e (g_e - g_bar)^2 over the ``active`` environments (g_bar: their mean)."""
+    weights = active.view(-1, *([1] * (env_grads.dim() - 1)))
+    mean = (env_grads * weights).sum(0) / active.sum().clamp(min=1.0)
+    return ((env_grads - mean).square() * weights).sum(0)
+
+
+EPOCH_FIELDS = ("risk", "alpha_penalty", "lambda_regulariser",
+                "grad_norm_risk", "grad_norm_penalty", "grad_norm_regulariser")
 
 
 def learn_mask(
@@ -142,27 +165,41 @@ def learn_mask(
     alpha: float,
     lam: float,
     progress=None,
-) -> list[tuple[float, float]]:
-    """Optimise W and m (eq. 10-12); returns (mean risk, mean penalty) per epoch."""
+) -> list[dict[str, float]]:
+    """Optimise W and m (eq. 10-12). Returns, per epoch, the means over its steps of the
+    risk, alpha x penalty and lambda x R(m), and of the norm of the gradient each of the
+    three puts on m (``grad_norm_*``), with the penalty's share of those norms."""
     optimizer = fused_copy(torch.optim.Adam([
-        {"params": learner.projection.parameters(), "lr": learning_rate},
+        {"params": [learner.weight], "lr": learning_rate},
         {"params": [learner.mask], "lr": mask_lr},
     ]))
     history = []
     for _ in progress(range(epochs)) if progress else range(epochs):
-        totals = torch.zeros(2, device=envs.device)
-        batches = 0
-        for index in interactions.batches(batch_size):
-            users, positives, negatives, items = learner.frozen.training_batch(interactions, index)
+        sums = torch.zeros(len(EPOCH_FIELDS), device=envs.device)
+        batches = environment_batches(envs, learner.num_envs, batch_size, cycle=True)
+        for batch in batches:
+            users, positives, negatives, items = learner.frozen.training_batch(interactions, batch.index)
             optimizer.zero_grad()
-            loss, risk, penalty = learner.loss(users, positives, negatives, items, envs[index], alpha, lam)
-            loss.backward()
+            parts = learner.loss(users, positives, negatives, items, batch, alpha, lam)
+            risk_grad, reg_grad = (
+                torch.autograd.grad(term, learner.mask, retain_graph=True)[0]
+                for term in (parts.risk, lam * parts.regulariser)
+            )
+            parts.total.backward()
+            penalty_grad = learner.mask.grad - risk_grad - reg_grad  # the rest of m's gradient
             optimizer.step()
             learner.clip_()
-            totals += torch.stack([risk, penalty])
-            batches += 1
-        history.append(tuple((totals / max(batches, 1)).tolist()))  # one sync per epoch
+            sums += torch.stack([parts.risk.detach(), alpha * parts.penalty.detach(), lam * parts.regulariser.detach(),
+                                 risk_grad.norm(), penalty_grad.norm(), reg_grad.norm()])
+        means = (sums / max(len(batches), 1)).tolist()  # one host transfer per epoch
+        history.append(epoch_summary(dict(zip(EPOCH_FIELDS, means))))
     return history
+
+
+def epoch_summary(values: dict[str, float]) -> dict[str, float]:
+    """Adds ``penalty_share``: the penalty's gradient norm on m over the sum of the three."""
+    norms = values["grad_norm_risk"] + values["grad_norm_penalty"] + values["grad_norm_regulariser"]
+    return {**values, "penalty_share": values["grad_norm_penalty"] / norms if norms > 0 else 0.0}
 
 
 def mask_summary(mask: torch.Tensor, layout: list[tuple[str, int]]) -> dict[str, dict[str, float]]:
@@ -173,4 +210,3 @@ def mask_summary(mask: torch.Tensor, layout: list[tuple[str, int]]) -> dict[str,
         summary[field] = {"mean": part.mean().item(), "min": part.min().item(), "max": part.max().item()}
         start += width
     return summary
-

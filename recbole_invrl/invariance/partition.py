@@ -1,17 +1,40 @@
 """M3 — environment partition (paper §2.3.2).
 
-Environment learning (eq. 6): one model Gamma^(e) per environment on the variant
-representation Psi_i = (1 - m) * c_i (eq. 5). As in the authors' release, each starts from
-the pretrained backbone with its id embeddings frozen and trains only its content
-projection W_e, on its own environment's interactions, with an L1 penalty on the columns
-of W_e that the mask marks invariant (so the environments lean on the variant part). The
-E projections are stacked into one (E, C, D) parameter: every batch mixes environments and
-one backward pass trains all of them.
+Environment learning (eq. 6): one model Gamma^(e) per environment, trained on that
+environment's interactions alone. Two forms (``partition_models``):
+
+- ``shared``: each Gamma^(e) keeps the pretrained backbone's id embeddings, frozen, and
+  learns its own content projection W_e (started from the pretrained W) on the variant
+  representation Psi_i = (1 - m) * c_i (eq. 5), as the paper writes it.
+- ``fresh``: the authors' release. Each Gamma^(e) is a new backbone with its own random
+  user and item embeddings and projection, trained from scratch on the full content c_i
+  (ids with Adagrad, W with Adam).
+
+Both put an L1 penalty on the columns of W_e that the mask marks invariant (weighted by
+m), so that the environments lean on the variant part. The E models are trained together:
+every step holds one batch of each environment (``environment_batches``), and one
+backward pass trains all of them, each only on its own rows.
 
 Interaction separation (eq. 7): every training interaction moves to the environment
-whose model scores it highest. An environment left without interactions keeps a model
-that only its regularisers change; it can win interactions back at the next separation,
-and the mask stage skips it while it is empty.
+whose model recognises it best (``partition_assign``): the highest score
+Gamma^(e)(u, i), as eq. 7 writes it (``score``), or the highest log-probability that
+environment e's model picks i among the items for u (``likelihood``):
+Gamma^(e)(u, i) - log sum_j exp Gamma^(e)(u, j), the sum estimated over ``neg_num``
+items drawn uniformly per user (the same for every environment). The raw score favours
+whichever model scores everything higher, and such a model keeps winning interactions
+until one environment holds most of them; the normalised form compares how well each
+model explains the choice. An environment left without interactions keeps a model
+that no step changes; it can win interactions back at the next separation, and the mask
+stage skips it while it is empty.
+
+The start (``partition_start``). The paper and the release start from uniformly random
+environments (``random``). Every Gamma^(e) then sees the same mixture, the models differ
+by noise only, and the separation settles on whatever split that noise favours. ``score``
+breaks the symmetry along the direction the environments are meant to capture: the
+interactions are ranked by the pretrained backbone's score and cut into E equal blocks.
+A model fitted to the pooled data leans on the spurious correlation, so it scores the
+interactions that follow the correlation above those that do not (the reference-model
+principle of environment inference, Creager et al., ICML 2021).
 """
 from __future__ import annotations
 
@@ -19,77 +42,195 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_invrl.invariance.common import FrozenBackbone, TrainingInteractions
+from recbole_invrl.invariance.common import (
+    EnvironmentBatch,
+    FrozenBackbone,
+    TrainingInteractions,
+    environment_batches,
+)
 from recbole_invrl.model.common import distinct_items, gathered_dot
 from recbole_invrl.optim import fused_copy
 
+PARTITION_MODELS = ("shared", "fresh")
+PARTITION_STARTS = ("score", "random")
+PARTITION_ASSIGNS = ("likelihood", "score")
 ASSIGN_CHUNK = 16384
+FRESH_INIT_STD = 0.01  # the release's normal init of every fresh environment model
+
+
+def initial_environments(start: str, frozen: FrozenBackbone, interactions: TrainingInteractions,
+                         num_envs: int) -> torch.Tensor:
+    """The environments M3 starts from: uniformly random, or E equal blocks of the
+    interactions ranked by the pretrained score (see the module docstring)."""
+    n = len(interactions)
+    if start == "random":
+        return torch.randint(num_envs, (n,), device=interactions.users.device)
+    if start != "score":
+        raise ValueError(f"partition_start: expected one of {PARTITION_STARTS}, got {start!r}")
+    rank = torch.empty(n, dtype=torch.long, device=interactions.users.device)
+    rank[torch.argsort(frozen.scores(interactions))] = torch.arange(n, device=rank.device)
+    return torch.div(rank * num_envs, n, rounding_mode="floor")
 
 
 class EnvironmentModels(nn.Module):
-    """|E| environment models Gamma^(e)(u, i, Psi_i) sharing frozen id embeddings."""
+    """|E| environment models Gamma^(e)(u, i, Psi_i) sharing the frozen id embeddings."""
 
     def __init__(self, frozen: FrozenBackbone, num_envs: int, mask: torch.Tensor, l1_weight: float):
         super().__init__()
         self.frozen = frozen
         pretrained = frozen.model.projection.weight.detach()
-        self.weight = nn.Parameter(pretrained.unsqueeze(0).repeat(num_envs, 1, 1))  # (E, C, D)
-        self.register_buffer("variant_gate", 1.0 - mask)  # Psi = (1 - m) * c (eq. 5)
+        # One parameter per environment: an environment without rows in a step gets no
+        # gradient, and Adam leaves it alone (as if it trained separately).
+        self.weights = nn.ParameterList([nn.Parameter(pretrained.clone()) for _ in range(num_envs)])
+        self.register_buffer("content_gate", 1.0 - mask)  # Psi = (1 - m) * c (eq. 5)
         self.register_buffer("invariant_gate", mask.clone())
         self.l1_weight = l1_weight
 
     @property
     def num_envs(self) -> int:
-        return self.weight.shape[0]
+        return len(self.weights)
+
+    def stacked_weight(self) -> torch.Tensor:
+        return torch.stack(list(self.weights))  # (E, C, D)
+
+    def optimizer(self, learning_rate: float) -> list[torch.optim.Optimizer]:
+        return [fused_copy(torch.optim.Adam(self.weights.parameters(), lr=learning_rate))]
+
+    # ------------------------------------------------------------------ scores
+    def user_vectors(self, users: torch.Tensor, envs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(p_u^(t), p_u^(c)) of each row under its environment's model (shared: the pretrained ones)."""
+        return self.frozen.user_parts(users)
+
+    def id_scores(self, users: torch.Tensor, items: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
+        return self.frozen.id_scores(users, items)
+
+    def scores(self, users: torch.Tensor, items: torch.Tensor, batch: EnvironmentBatch) -> torch.Tensor:
+        """Gamma^(e_b)(u_b, i) for items (n, M), each row under its own environment.
+
+        The projection is applied on the user side, <p_b, W_e (g * c_i)> =
+        <(W_e^T p_b) * g, c_i> with g the content gate, as one (E, B, C) x (E, C, D)
+        batched matmul over the step's padded environment batches."""
+        envs = batch.envs
+        _, user_content = self.user_vectors(users, envs)
+        user_side = batch.unpadded(torch.bmm(batch.padded(user_content), self.stacked_weight()))
+        content, inverse = self.frozen.content_table(items)  # c_i, no gradient (U, D)
+        return self.id_scores(users, items, envs) + gathered_dot(content, user_side * self.content_gate, inverse)
+
+    # ------------------------------------------------------------------ loss
+    def regularisation(self, active: torch.Tensor) -> torch.Tensor:
+        """L1 on the invariant columns of every W_e, plus the backbone's L2 on projections,
+        for the environments ``active`` in the step."""
+        weight = self.stacked_weight()
+        l1 = (weight.abs() * self.invariant_gate).sum((1, 2))
+        l2 = 0.5 * self.frozen.model.proj_reg_weight * weight.square().sum((1, 2))
+        return ((self.l1_weight * l1 + l2) * active).sum()
+
+    def loss(self, users, positives, negatives, items, batch: EnvironmentBatch) -> torch.Tensor:
+        """Eq. 6 for all environments at once: each interaction trains only its own model."""
+        scores = self.scores(users, items, batch)
+        losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
+        return losses.sum() + self.regularisation(batch.active)
+
+    def drop_inactive_gradients(self, batch: EnvironmentBatch) -> None:
+        """Environments without rows in the step keep their parameters (Adam skips None)."""
+        for weight, active in zip(self.weights, batch.active_envs):
+            if not active:
+                weight.grad = None
+
+    # ------------------------------------------------------------------ eq. 7
+    def all_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """(n, E): Gamma^(e)(u, i) of every environment for interactions (users, items),
+        less any term that all environments share (the shared id term)."""
+        projected, inverse = self.projected(items)  # (U, E, C)
+        _, user_content = self.frozen.user_parts(users)
+        return (projected[inverse] * user_content.unsqueeze(1)).sum(-1)
 
     def projected(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """W_e Psi_i for the distinct ``items`` under every environment, as one (U, E, C)
-        table from a single matmul, and the inverse index of ``items`` into it."""
+        """W_e (g * c_i) for the distinct ``items`` under every environment, as one
+        (U, E, C) table from a single matmul, and the inverse index of ``items`` into it."""
         unique, inverse = distinct_items(items, self.frozen.model.n_items)
-        n_envs, size, dim = self.weight.shape
-        gated = self.weight.reshape(n_envs * size, dim) * self.variant_gate  # W_e Psi = (W_e diag(1 - m)) c
+        weight = self.stacked_weight()
+        n_envs, size, dim = weight.shape
+        gated = weight.reshape(n_envs * size, dim) * self.content_gate
         return (self.frozen.content_rows(unique) @ gated.T).view(len(unique), n_envs, size), inverse
 
-    def scores(self, users: torch.Tensor, items: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
-        """Gamma^(e_b)(u_b, i, Psi_i) for items (B, M), each row under its own environment.
-
-        The projection is applied on the user side: <p_b, W_e Psi_i> =
-        <(W_e^T p_b) * (1 - m), c_i>, one (B, E C) @ (E C, D) matmul for the B rows (each
-        with its own W_e through a one-hot), then one dot product per scored item. This
-        takes B E C D + B M D multiply-adds instead of U E C D for projecting the U
-        distinct items under every environment (50 M instead of 550 M for a batch of the
-        bench_invrl data)."""
-        content, inverse = self.frozen.content_table(items)  # c_i, no gradient (U, D)
-        n_envs, size, dim = self.weight.shape
-        _, user_content = self.frozen.user_parts(users)
-        one_hot = F.one_hot(envs, n_envs).to(user_content.dtype)
-        spread = (one_hot.unsqueeze(2) * user_content.unsqueeze(1)).flatten(1)  # (B, E C)
-        user_side = (spread @ self.weight.reshape(n_envs * size, dim)) * self.variant_gate  # (B, D)
-        return self.frozen.id_scores(users, items) + gathered_dot(content, user_side, inverse)
-
-    def regularisation(self) -> torch.Tensor:
-        """L1 on the invariant columns of every W_e, plus the backbone's L2 on projections."""
-        l1 = (self.weight.abs() * self.invariant_gate).sum()
-        l2 = 0.5 * self.frozen.model.proj_reg_weight * self.weight.square().sum()
-        return self.l1_weight * l1 + l2
-
-    def loss(self, users, positives, negatives, items, envs) -> torch.Tensor:
-        """Eq. 6 for all environments at once: each interaction trains only its W_e."""
-        scores = self.scores(users, items, envs)
-        losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
-        return losses.sum() + self.regularisation()
-
     @torch.no_grad()
-    def assign(self, interactions: TrainingInteractions) -> torch.Tensor:
-        """Eq. 7: e(u, i) = argmax_e Gamma^(e)(u, i, Psi_i) for every training interaction.
-
-        The id term is shared by all environments, so the argmax needs the content term only."""
+    def assign(self, interactions: TrainingInteractions, rule: str = "score", samples: int = 50) -> torch.Tensor:
+        """Eq. 7: e(u, i) = argmax_e of Gamma^(e)(u, i) (``score``) or of its log-softmax
+        over the items, estimated from ``samples`` uniform items per user (``likelihood``)."""
+        if rule not in PARTITION_ASSIGNS:
+            raise ValueError(f"partition_assign: expected one of {PARTITION_ASSIGNS}, got {rule!r}")
+        offset = self.log_normalisers(samples) if rule == "likelihood" else None
         envs = []
         for users, items in zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK)):
-            projected, inverse = self.projected(items)  # (U, E, C)
-            _, user_content = self.frozen.user_parts(users)
-            envs.append((projected[inverse] * user_content.unsqueeze(1)).sum(-1).argmax(1))
+            scores = self.all_scores(users, items)
+            envs.append((scores if offset is None else scores - offset[users]).argmax(1))
         return torch.cat(envs)
+
+    def log_normalisers(self, samples: int) -> torch.Tensor:
+        """(n_users, E): log sum_j exp Gamma^(e)(u, j) over ``samples`` uniform items j per
+        user (up to a constant shared by all environments)."""
+        model = self.frozen.model
+        device = self.frozen.user_weight.device
+        users = torch.arange(model.n_users, device=device).repeat_interleave(samples)
+        items = torch.randint(1, model.n_items, (len(users),), device=device)
+        scores = torch.cat([
+            self.all_scores(u, i) for u, i in zip(users.split(ASSIGN_CHUNK), items.split(ASSIGN_CHUNK))
+        ])
+        return torch.logsumexp(scores.view(model.n_users, samples, -1), dim=1)
+
+
+class FreshEnvironmentModels(EnvironmentModels):
+    """The release's environment models: new backbones (own user and item embeddings and
+    projection, normal init with std 0.01) on the full content, trained from scratch."""
+
+    def __init__(self, frozen: FrozenBackbone, num_envs: int, mask: torch.Tensor, l1_weight: float):
+        super().__init__(frozen, num_envs, mask, l1_weight)
+        model = frozen.model
+        device = mask.device
+        self.content_gate.fill_(1.0)  # the release's environment models see all of c
+        with torch.no_grad():
+            for weight in self.weights:
+                weight.normal_(0.0, FRESH_INIT_STD)
+        width = model.embedding_size + model.content_size
+        self.user = nn.Parameter(torch.randn(num_envs, model.n_users, width, device=device) * FRESH_INIT_STD)
+        self.item = nn.Parameter(torch.randn(num_envs, model.n_items, model.embedding_size, device=device) * FRESH_INIT_STD)
+
+    def optimizer(self, learning_rate: float) -> list[torch.optim.Optimizer]:
+        """Adagrad for the id embeddings (a step without rows leaves an environment's
+        embeddings as they are), Adam for the projections, as in the release."""
+        return [torch.optim.Adagrad([self.user, self.item], lr=learning_rate), *super().optimizer(learning_rate)]
+
+    def user_vectors(self, users, envs):
+        vectors = self.user[envs, users]
+        return vectors[:, : self.frozen.embedding_size], vectors[:, self.frozen.embedding_size :]
+
+    def id_scores(self, users, items, envs):
+        user_ids, _ = self.user_vectors(users, envs)
+        n_envs, n_items, size = self.item.shape
+        return gathered_dot(self.item.view(n_envs * n_items, size), user_ids, envs.unsqueeze(1) * n_items + items)
+
+    def regularisation(self, active):
+        """The backbone's L2 on each model's own id embeddings, on top of the projections'."""
+        ids = self.user.square().sum((1, 2)) + self.item.square().sum((1, 2))
+        return super().regularisation(active) + 0.5 * self.frozen.model.id_reg_weight * (ids * active).sum()
+
+    def all_scores(self, users, items):
+        projected, inverse = self.projected(items)  # (U, E, C)
+        vectors = self.user[:, users]  # (E, n, K + C)
+        size = self.frozen.embedding_size
+        ids = (vectors[..., :size] * self.item[:, items]).sum(-1)  # (E, n)
+        content = (projected[inverse] * vectors[..., size:].transpose(0, 1)).sum(-1)  # (n, E)
+        return ids.T + content
+
+
+def environment_models(kind: str, frozen: FrozenBackbone, num_envs: int, mask: torch.Tensor,
+                       l1_weight: float) -> EnvironmentModels:
+    """The environment models of ``partition_models`` ``kind`` (shared | fresh)."""
+    if kind not in PARTITION_MODELS:
+        raise ValueError(f"partition_models: expected one of {PARTITION_MODELS}, got {kind!r}")
+    cls = EnvironmentModels if kind == "shared" else FreshEnvironmentModels
+    return cls(frozen, num_envs, mask, l1_weight).to(mask.device)
 
 
 def train_environments(
@@ -101,14 +242,18 @@ def train_environments(
     learning_rate: float,
     progress=None,
 ) -> None:
-    """Optimise every Gamma^(e) on its environment's interactions (eq. 6), in one pass per epoch."""
-    optimizer = fused_copy(torch.optim.Adam(models.parameters(), lr=learning_rate))
+    """Optimise every Gamma^(e) on its environment's interactions (eq. 6): per epoch, each
+    environment's rows once, in batches of ``batch_size`` taken together."""
+    optimizers = models.optimizer(learning_rate)
     for _ in progress(range(epochs)) if progress else range(epochs):
-        for index in interactions.batches(batch_size):
-            users, positives, negatives, items = models.frozen.training_batch(interactions, index)
-            optimizer.zero_grad()
-            models.loss(users, positives, negatives, items, envs[index]).backward()
-            optimizer.step()
+        for batch in environment_batches(envs, models.num_envs, batch_size, cycle=False):
+            users, positives, negatives, items = models.frozen.training_batch(interactions, batch.index)
+            for optimizer in optimizers:
+                optimizer.zero_grad()
+            models.loss(users, positives, negatives, items, batch).backward()
+            models.drop_inactive_gradients(batch)
+            for optimizer in optimizers:
+                optimizer.step()
 
 
 def moved_share(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:

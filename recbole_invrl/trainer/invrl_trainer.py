@@ -7,6 +7,11 @@
     M5/M6     a fresh UltraGCN-MM on Phi = m * c, trained and early-stopped by RecBole's
               fit loop and evaluated by RecBole's evaluator (eq. 13)
 
+With ``fixed_mask`` (a saved ``-mask.npy``) stages 0-M4 are skipped and the final model
+is trained on that mask. Where the dataset's folder (or ``truth_dir``) holds a planted
+truth (``recbole_invrl.invariance.truth``), the record and the log also give the ARI and
+purity of every partition round and the mask's ROC-AUC after every iteration.
+
 Each stage starts from its own seed (``seed + stage index``) and its result is saved to a
 state file when it completes, so ``resume=True`` continues an interrupted run from the
 last completed stage and ends exactly where an uninterrupted run ends.
@@ -36,9 +41,16 @@ from recbole_invrl.compat import (
     write_json_atomic,
 )
 from recbole_invrl.distributed import barrier, broadcast_, is_decider
-from recbole_invrl.invariance import EnvironmentModels, FrozenBackbone, MaskLearner, TrainingInteractions
+from recbole_invrl.invariance import FrozenBackbone, MaskLearner, TrainingInteractions
 from recbole_invrl.invariance.mask import learn_mask, mask_summary
-from recbole_invrl.invariance.partition import environment_sizes, moved_share, train_environments
+from recbole_invrl.invariance.partition import (
+    environment_models,
+    environment_sizes,
+    initial_environments,
+    moved_share,
+    train_environments,
+)
+from recbole_invrl.invariance.truth import PlantedTruth
 from recbole_invrl.model.general_recommender.invrl import config_with
 
 
@@ -57,6 +69,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         self.decides = is_decider(config)  # rank 0 (or the only process) runs M3 and M4
         self.completed: list[str] = []
         self.envs: torch.Tensor | None = None
+        self.truth: PlantedTruth | None = None
         self.record: dict[str, Any] = {
             "mask_fields": [[f, w] for f, w in model.content_layout],
             "partition": [],
@@ -68,18 +81,13 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self.config["resume"]:
             self._restore_state()
-        interactions = TrainingInteractions.from_dataset(train_data._dataset, self.device)
-        self._stage("pretrain", 0, lambda: self.pretrain(train_data, valid_data, verbose, show_progress))
-        frozen = FrozenBackbone(self.model.backbone) if self.decides else None
-        growth = self.config["penalty_growth"]
         iterations = self.config["invrl_iterations"]
-        for t in range(1, iterations + 1):
-            self._stage(f"partition-{t}", 2 * t - 1,
-                        lambda: self.partition(t, frozen, interactions, show_progress), decided=True)
-            self._stage(f"mask-{t}", 2 * t, lambda: self.learn_mask(
-                t, frozen, interactions, self.config["alpha"] * growth ** (t - 1),
-                self.config["mask_lambda"] * growth ** (t - 1), show_progress), decided=True)
-            self._share_decisions(len(interactions))
+        if self.config["fixed_mask"]:
+            self.model.set_mask(torch.from_numpy(load_mask(self.config["fixed_mask"], self.model.mask.numel())))
+            self._log("mask", f"final model on the mask in {self.config['fixed_mask']}; stages 0-M4 skipped")
+        else:
+            self.truth = self._load_truth(train_data._dataset)
+            self._invariance_stages(train_data, valid_data, verbose, show_progress, iterations)
         self.model.start_final_model()
         self._seed(2 * iterations + 1, train_data)
         self._log("final", "M5/M6: fresh UltraGCN-MM on Phi = m * c, RecBole fit loop")
@@ -88,6 +96,20 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         self.record["stage_seconds"]["final"] = time() - start
         self._write_mask_and_record()
         return result
+
+    def _invariance_stages(self, train_data, valid_data, verbose: bool, show_progress: bool, iterations: int) -> None:
+        """Stage 0, then T x (M3, M4) (Algorithm 1, lines 1-13)."""
+        interactions = TrainingInteractions.from_dataset(train_data._dataset, self.device)
+        self._stage("pretrain", 0, lambda: self.pretrain(train_data, valid_data, verbose, show_progress))
+        frozen = FrozenBackbone(self.model.backbone) if self.decides else None
+        growth = self.config["penalty_growth"]
+        for t in range(1, iterations + 1):
+            self._stage(f"partition-{t}", 2 * t - 1,
+                        lambda: self.partition(t, frozen, interactions, show_progress), decided=True)
+            self._stage(f"mask-{t}", 2 * t, lambda: self.learn_mask(
+                t, frozen, interactions, self.config["alpha"] * growth ** (t - 1),
+                self.config["mask_lambda"] * growth ** (t - 1), show_progress), decided=True)
+            self._share_decisions(len(interactions))
 
     # ------------------------------------------------------------------ stage 0
     def pretrain(self, train_data, valid_data, verbose: bool, show_progress: bool) -> None:
@@ -109,20 +131,27 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
     def partition(self, t: int, frozen: FrozenBackbone, interactions: TrainingInteractions, show_progress: bool) -> None:
         """Alternate environment learning (eq. 6) and interaction separation (eq. 7)."""
         num_envs = self.config["num_envs"]
-        if self.envs is None:  # interactions start in uniformly random environments
-            self.envs = torch.randint(num_envs, (len(interactions),), device=self.device)
+        if self.envs is None:
+            self.envs = initial_environments(self.config["partition_start"], frozen, interactions, num_envs)
+            self._log(f"partition-{t}", f"start ({self.config['partition_start']}): {self._truth_text(self.envs)}")
         for round_ in range(1, self.config["partition_rounds"] + 1):
-            models = EnvironmentModels(frozen, num_envs, self.model.mask, self.config["partition_l1_weight"]).to(self.device)
+            models = environment_models(self.config["partition_models"], frozen, num_envs, self.model.mask,
+                                        self.config["partition_l1_weight"])
             train_environments(models, interactions, self.envs, self.config["partition_epochs"],
                                self.config["train_batch_size"], self.config["learning_rate"],
                                self._progress(f"M3 t={t} r={round_}", show_progress))
-            new_envs = models.assign(interactions)
+            new_envs = models.assign(interactions, self.config["partition_assign"], self.config["neg_num"])
             moved = moved_share(self.envs, new_envs).item()
             sizes = environment_sizes(new_envs, num_envs).tolist()
             self.envs = new_envs
-            self.record["partition"].append({"iteration": t, "round": round_, "moved_share": moved, "env_sizes": sizes})
-            self.tensorboard.add_scalar("InvRL/moved_share", moved, len(self.record["partition"]))
-            self._log(f"partition-{t}", f"round {round_}: moved share {moved:.4f}, environment sizes {sizes}")
+            scores = self.truth.partition_scores(new_envs) if self.truth else {}
+            self.record["partition"].append({"iteration": t, "round": round_, "moved_share": moved,
+                                             "env_sizes": sizes, **scores})
+            step = len(self.record["partition"])
+            for key, value in {"moved_share": moved, **scores}.items():
+                self.tensorboard.add_scalar(f"InvRL/{key}", value, step)
+            self._log(f"partition-{t}", f"round {round_}: moved share {moved:.4f}, environment sizes {sizes}"
+                      f"{self._truth_text(new_envs)}")
             if moved <= self.config["moved_threshold"]:
                 break
 
@@ -131,22 +160,47 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
                    alpha: float, lam: float, show_progress: bool) -> None:
         """Learn m across the current environments (eq. 8-12)."""
         learner = MaskLearner(frozen, self.model.mask, self.config["num_envs"], self.config["mask_sigma"],
-                              self.config["mask_type"], self.config["mask_reg"])
+                              self.config["mask_type"], self.config["mask_reg"], self.config["mask_model_start"])
         history = learn_mask(learner, interactions, self.envs, self.config["mask_epochs"],
                              self.config["train_batch_size"], self.config["learning_rate"],
                              self.config["mask_lr"], alpha, lam,
                              self._progress(f"M4 t={t}", show_progress))
         self.model.set_mask(learner.mask)
         summary = mask_summary(self.model.mask, self.model.content_layout)
+        scores = self.truth.mask_scores(self.model.mask) if self.truth else {}
         self.record["mask"].append({
-            "iteration": t, "alpha": alpha, "lambda": lam,
-            "risk_penalty_per_epoch": [list(h) for h in history],
-            "per_modality": summary, "mask": self.model.mask.tolist(),
+            "iteration": t, "alpha": alpha, "lambda": lam, "epochs": history,
+            "per_modality": summary, **scores, "mask": self.model.mask.tolist(),
         })
+        epochs_before = sum(len(m["epochs"]) for m in self.record["mask"][:-1])
+        for epoch, values in enumerate(history, start=epochs_before + 1):
+            for key, value in values.items():
+                self.tensorboard.add_scalar(f"InvRL/mask/{key}", value, epoch)
         for field, stats in summary.items():
             self.tensorboard.add_scalar(f"InvRL/mask_mean/{field}", stats["mean"], t)
+        for key, value in scores.items():
+            self.tensorboard.add_scalar(f"InvRL/mask_{key}", value, t)
+        last = history[-1] if history else {}
+        terms = ", ".join(f"{key} {last[key]:.4g}" for key in ("risk", "alpha_penalty", "lambda_regulariser",
+                                                               "penalty_share") if key in last)
         stats = ", ".join(f"{f} mean {s['mean']:.3f} min {s['min']:.3f} max {s['max']:.3f}" for f, s in summary.items())
-        self._log(f"mask-{t}", f"alpha {alpha:.3f} lambda {lam:.3f}; {stats}")
+        truth = "".join(f", {key} {value:.3f}" for key, value in scores.items())
+        self._log(f"mask-{t}", f"alpha {alpha:.3f} lambda {lam:.3f}; last epoch: {terms}; {stats}{truth}")
+
+    # ------------------------------------------------------------------ planted truth
+    def _load_truth(self, dataset) -> PlantedTruth | None:
+        """The planted truth in ``truth_dir``, or else in the dataset's own folder."""
+        folder = self.config["truth_dir"] or self.config["data_path"]
+        truth = PlantedTruth.load(folder, self.model.content_layout, len(dataset.inter_feat))
+        if truth is not None:
+            self._log("truth", f"scoring environments and mask against the planted truth in {folder}")
+        return truth
+
+    def _truth_text(self, envs: torch.Tensor) -> str:
+        if not self.truth or self.truth.envs is None:
+            return ""
+        scores = self.truth.partition_scores(envs)
+        return f", ARI {scores['ari']:.3f}, purity {scores['purity']:.3f}"
 
     # ------------------------------------------------------------------ state
     def _stage(self, name: str, index: int, run: Callable[[], None], decided: bool = False) -> None:
@@ -209,7 +263,8 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
     def extra_results(self) -> dict[str, Any]:
         """What ``run_recbole_invrl`` adds to its result (and ``--result_json``)."""
         return {"mask_path": self.mask_file, "mask_fields": self.record["mask_fields"],
-                "record_path": self.record_file}
+                "record_path": self.record_file, "state_path": self.state_file,
+                "pretrain_path": self.config["pretrained_path"] or self.pretrain_file}
 
     # ------------------------------------------------------------------ output
     def _log(self, stage: str, message: str) -> None:
@@ -220,6 +275,19 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         if not show:
             return None
         return lambda iterable: tqdm(iterable, desc=set_color(description, "pink"), ncols=100)
+
+
+def load_mask(path: str, size: int) -> np.ndarray:
+    """A saved mask (``-mask.npy``): ``size`` floats in [0, 1]."""
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"fixed_mask: cannot read {path} as a .npy array ({err})") from None
+    if mask.shape != (size,) or not np.issubdtype(mask.dtype, np.floating) or not np.isfinite(mask).all() \
+            or mask.min() < 0 or mask.max() > 1:
+        raise ValueError(f"fixed_mask: {path}: expected {size} floats in [0, 1] (one per content dimension), "
+                         f"got shape {mask.shape} of {mask.dtype}")
+    return mask.astype(np.float32)
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:

@@ -1,24 +1,28 @@
 import numpy as np
+import pytest
 import torch
+from torch.nn import functional as F
 
-from recbole_invrl.invariance import MaskLearner
-from recbole_invrl.invariance.mask import gradient_variance, learn_mask, mask_summary
+from recbole_invrl.invariance import MaskLearner, environment_batches
+from recbole_invrl.invariance.mask import learn_mask, mask_summary
 
 
-def stable_and_flipping_data(n_users=30, n_items=48, per_env=6, seed=0):
+def stable_and_flipping_data(n_users=30, n_items=48, per_env=(6, 6), seed=0, second_style=-1.0):
     """Dims 0-1 carry quality (clicked in both environments); dims 2-3 carry a style that
-    users click in environment 0 and avoid in environment 1 (its sign flips)."""
+    users click in environment 0 and avoid in environment 1 (its sign flips), or ignore
+    there (``second_style`` 0). ``per_env``: interactions per user in each environment."""
     rng = np.random.default_rng(seed)
     quality = np.where(np.arange(n_items) % 2 == 0, 1.0, -1.0)
     style = np.where((np.arange(n_items) // 2) % 2 == 0, 1.0, -1.0)
     features = np.stack([quality, quality, style, style], axis=1)
     pairs, envs = [], []
     for u in range(1, n_users + 1):
-        for env, wanted_style in ((0, 1.0), (1, -1.0)):
-            pool = np.flatnonzero((quality > 0) & (style == wanted_style) & (np.arange(n_items) >= 2)) + 1
-            chosen = rng.choice(pool, per_env, replace=False)
+        for env, wanted_style in ((0, 1.0), (1, second_style)):
+            styled = style == wanted_style if wanted_style else np.ones(n_items, dtype=bool)
+            pool = np.flatnonzero((quality > 0) & styled & (np.arange(n_items) >= 2)) + 1
+            chosen = rng.choice(pool, per_env[env], replace=False)
             pairs += [(u, int(i)) for i in chosen]
-            envs += [env] * per_env
+            envs += [env] * per_env[env]
     return features, pairs, np.array(envs)
 
 
@@ -29,55 +33,158 @@ def _envs_for(interactions, data, pairs, envs):
     return torch.tensor([lookup[(u, i)] for u, i in zip(users, items)])
 
 
+@pytest.fixture
+def imbalanced(frozen_factory):
+    """A style that environment 0 follows and environment 1 ignores, so it pays off in the
+    risk of both pooled and balanced environments (a spurious correlation whose strength
+    varies), with a frozen backbone that uses every dimension."""
+    features, pairs, planted = stable_and_flipping_data(n_users=30, n_items=48, per_env=(6, 6), second_style=0.0)
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=30)
+    with torch.no_grad():
+        frozen.model.projection.weight[0] = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    return frozen, interactions, _envs_for(interactions, data, pairs, planted)
+
+
+def _learned_mask(frozen, interactions, envs, num_envs, alpha, epochs=40, seed=0):
+    torch.manual_seed(seed)
+    learner = MaskLearner(frozen, torch.full((4,), 0.5), num_envs=num_envs, sigma=0.01)
+    history = learn_mask(learner, interactions, envs, epochs=epochs, batch_size=64, learning_rate=0.05,
+                         mask_lr=0.01, alpha=alpha, lam=0.1)
+    return learner.mask.detach(), history
+
+
 def test_stable_dims_end_with_higher_gates(frozen_factory):
     features, pairs, planted = stable_and_flipping_data()
     frozen, interactions, data = frozen_factory(features, pairs, n_users=30)
-    envs = _envs_for(interactions, data, pairs, planted)
-    torch.manual_seed(0)
-    learner = MaskLearner(frozen, torch.full((4,), 0.5), num_envs=2, sigma=0.01)
-    learn_mask(learner, interactions, envs, epochs=30, batch_size=64, learning_rate=0.05,
-               mask_lr=0.01, alpha=1.0, lam=0.1)
-    mask = learner.mask.detach()
+    mask, _ = _learned_mask(frozen, interactions, _envs_for(interactions, data, pairs, planted), 2, 1.0, epochs=30)
     assert mask[:2].min() > mask[2:].max() + 0.2, mask
     assert (mask >= 0).all() and (mask <= 1).all()
 
 
-def test_closed_form_environment_gradients_match_autograd(frozen_factory):
-    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=3)
-    frozen, interactions, data = frozen_factory(features, pairs, n_users=8)
-    envs = _envs_for(interactions, data, pairs, planted)
-    learner = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), num_envs=2, sigma=0.0)
-    torch.manual_seed(1)
-    index = torch.arange(len(interactions))
-    users, pos, neg, items = frozen.training_batch(interactions, index)
-    weight = learner.projection.weight
-    mu = learner.gate()
+def test_the_penalty_moves_the_mask_off_the_spurious_dims(imbalanced):
+    """alpha = 0 and alpha = 1 give different masks, and the penalty closes the style dims
+    further; its share of m's gradient is neither negligible nor everything."""
+    frozen, interactions, envs = imbalanced
+    without, _ = _learned_mask(frozen, interactions, envs, 2, alpha=0.0)
+    with_penalty, history = _learned_mask(frozen, interactions, envs, 2, alpha=1.0)
+    assert (without - with_penalty).abs().max() > 0.05, (without, with_penalty)
+    assert with_penalty[2:].mean() < without[2:].mean() - 0.05
+    shares = [epoch["penalty_share"] for epoch in history]
+    assert 0.01 < np.mean(shares) < 0.99, shares
 
-    def env_loss(e):
+
+def test_planted_environments_give_a_better_mask_than_one_environment(imbalanced):
+    frozen, interactions, envs = imbalanced
+    planted, _ = _learned_mask(frozen, interactions, envs, 2, alpha=1.0)
+    single, history = _learned_mask(frozen, interactions, torch.zeros_like(envs), 1, alpha=1.0)
+    gap = lambda m: float(m[:2].mean() - m[2:].mean())  # noqa: E731
+    assert gap(planted) > gap(single) + 0.01, (planted, single)
+    assert planted[2:].mean() < single[2:].mean() - 0.04
+    assert all(epoch["alpha_penalty"] == 0.0 for epoch in history)  # one environment: no variance
+
+
+def _reference_loss(learner, users, pos, neg, items, envs, alpha, lam, mu):
+    """Eq. 10 as the release writes it, computed densely and with autograd: one summed
+    loss per environment, g_e = dL^e/dW, sum_e (g_e - mean)^2, times mu, squared."""
+    frozen = learner.frozen
+    risks, grads = [], []
+    for e in envs.unique():
         rows = envs == e
         _, p_c = frozen.user_parts(users[rows])
-        content = frozen.content_rows(items[rows]) * mu
-        scores = frozen.id_scores(users[rows], items[rows]) + torch.einsum(
-            "bmd,cd,bc->bm", content, weight, p_c)
-        return frozen.model.interaction_losses(scores, users[rows], pos[rows], neg[rows]).mean()
+        content = frozen.content_rows(items[rows]) * mu  # (b, M, D) gated content
+        scores = frozen.id_scores(users[rows], items[rows]) + torch.einsum("bmd,cd,bc->bm", content, learner.weight, p_c)
+        env_loss = frozen.model.interaction_losses(scores, users[rows], pos[rows], neg[rows]).sum()
+        risks.append(env_loss)
+        grads.append(torch.autograd.grad(env_loss, learner.weight, create_graph=True)[0])
+    grads = torch.stack(grads)
+    deviations = ((grads - grads.mean(0)) ** 2).sum(0)
+    penalty = ((deviations * mu) ** 2).sum()
+    risk = torch.stack(risks).mean()
+    regulariser = (learner.mask ** 2).sum()
+    l2 = 0.5 * frozen.model.proj_reg_weight * (learner.weight ** 2).sum()
+    return risk + alpha * penalty + lam * regulariser + l2, risk, penalty
 
-    grads = torch.stack([torch.autograd.grad(env_loss(e), weight)[0] for e in range(2)])
-    expected = (gradient_variance(grads, torch.ones(2)) * mu).square().sum()
-    _, _, penalty = learner.loss(users, pos, neg, items, envs, alpha=1.0, lam=0.0)
-    torch.testing.assert_close(penalty, expected, rtol=1e-4, atol=1e-12)
-    assert expected > 0
+
+def test_loss_equals_a_dense_autograd_reference(frozen_factory):
+    """Closed-form environment gradients, the gate on W's columns and the padded batches
+    give the loss, penalty and gradients of the dense per-environment formulation."""
+    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 2))
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=8, proj_reg_weight=0.3)
+    with torch.no_grad():
+        frozen.user_weight.normal_(generator=torch.Generator().manual_seed(3))
+    envs = _envs_for(interactions, data, pairs, planted)
+    learner = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), num_envs=2, sigma=0.0)
+    with torch.no_grad():
+        learner.weight.normal_(generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(1)
+    batch = environment_batches(envs, 2, batch_size=64, cycle=True)[0]
+    users, pos, neg, items = frozen.training_batch(interactions, batch.index)
+    parts = learner.loss(users, pos, neg, items, batch, 1.5, 0.1)
+    total, risk, penalty = _reference_loss(learner, users, pos, neg, items, envs[batch.index], 1.5, 0.1,
+                                           learner.mask.clamp(0, 1))
+    assert penalty > 0
+    for new, old in ((parts.total, total), (parts.risk, risk), (parts.penalty, penalty)):
+        torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-8)
+    for param in (learner.mask, learner.weight):
+        torch.testing.assert_close(torch.autograd.grad(parts.total, param, retain_graph=True)[0],
+                                   torch.autograd.grad(total, param, retain_graph=True)[0], rtol=1e-4, atol=1e-7)
 
 
-def test_binary_mask_and_l0_regulariser(frozen_factory):
-    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=3)
+def test_the_history_splits_the_mask_gradient_into_its_three_terms(frozen_factory):
+    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 2))
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=8)
+    envs = _envs_for(interactions, data, pairs, planted)
+
+    def learner():
+        torch.manual_seed(5)
+        made = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), 2, sigma=0.0)
+        with torch.no_grad():
+            made.weight.normal_()
+        return made
+
+    history = learn_mask(learner(), interactions, envs, epochs=1, batch_size=64, learning_rate=0.0, mask_lr=0.0,
+                         alpha=2.0, lam=0.3)
+    reference = learner()
+    batch = environment_batches(envs, 2, batch_size=64, cycle=True)[0]  # one step: the same draws
+    users, pos, neg, items = frozen.training_batch(interactions, batch.index)
+    _, risk, penalty = _reference_loss(reference, users, pos, neg, items, envs[batch.index], 2.0, 0.3,
+                                       reference.mask)
+    norm = lambda term: float(torch.autograd.grad(term, reference.mask, retain_graph=True)[0].norm())  # noqa: E731
+    expected = {"grad_norm_risk": norm(risk), "grad_norm_penalty": norm(2.0 * penalty),
+                "grad_norm_regulariser": float((2 * 0.3 * reference.mask.detach()).norm())}
+    (epoch,) = history
+    for key, value in expected.items():
+        assert epoch[key] == pytest.approx(value, rel=1e-4), key
+    assert epoch["alpha_penalty"] == pytest.approx(2.0 * float(penalty.detach()), rel=1e-4)
+    assert epoch["penalty_share"] == pytest.approx(expected["grad_norm_penalty"] / sum(expected.values()), rel=1e-4)
+
+
+def test_mask_regularisers_and_binary_gate(frozen_factory):
+    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 3))
     frozen, *_ = frozen_factory(features, pairs, n_users=8)
-    learner = MaskLearner(frozen, torch.tensor([0.2, 0.7, 0.55, 0.45]), 2, sigma=0.0,
-                          mask_type="binary", mask_reg="l0")
-    assert learner.gate().tolist() == [0.0, 1.0, 1.0, 0.0]
-    assert learner.final_mask().tolist() == [0.0, 1.0, 1.0, 0.0]
-    learner.sigma = 0.1
-    expected = torch.special.ndtr(learner.mask.detach() / 0.1).sum()
-    torch.testing.assert_close(learner.regulariser().detach(), expected)
+    mask = torch.tensor([0.2, 0.7, 0.55, 0.45])
+    expected = {"l2": float((mask ** 2).sum()), "l2_half": float(((mask - 0.5) ** 2).sum())}
+    for reg, value in expected.items():
+        assert MaskLearner(frozen, mask, 2, sigma=0.0, mask_reg=reg).regulariser().item() == pytest.approx(value)
+    binary = MaskLearner(frozen, mask, 2, sigma=0.0, mask_type="binary", mask_reg="l0")
+    assert binary.gate().tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert binary.final_mask().tolist() == [0.0, 1.0, 1.0, 0.0]
+    binary.sigma = 0.1
+    normal_cdf = 0.5 * (1 + torch.erf(mask / 0.1 / 2 ** 0.5))  # P(m + eps > 0): the expected open gates
+    torch.testing.assert_close(binary.regulariser().detach(), normal_cdf.sum())
+
+
+def test_the_mask_model_starts_from_the_pretrained_projection_or_afresh(frozen_factory):
+    features, pairs, _ = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 3))
+    frozen, *_ = frozen_factory(features, pairs, n_users=8)
+    with torch.no_grad():
+        frozen.model.projection.weight.fill_(2.0)
+    pretrained = MaskLearner(frozen, torch.full((4,), 0.5), 2, 0.01, model_start="pretrained")
+    fresh = MaskLearner(frozen, torch.full((4,), 0.5), 2, 0.01, model_start="random")
+    assert torch.equal(pretrained.weight, frozen.model.projection.weight)
+    assert fresh.weight.abs().max() < 0.1  # std 0.01, as the release re-initialises it
+    with pytest.raises(ValueError, match="mask_model_start"):
+        MaskLearner(frozen, torch.full((4,), 0.5), 2, 0.01, model_start="warm")
 
 
 def test_mask_summary_per_modality():
@@ -85,52 +192,3 @@ def test_mask_summary_per_modality():
     assert abs(summary["v"]["mean"] - 0.2) < 1e-6 and abs(summary["v"]["max"] - 0.3) < 1e-6
     assert summary["t"]["min"] == 0.0 and summary["t"]["max"] == 1.0
 
-
-def _loss_with_gated_content(learner, users, pos, neg, items, envs, alpha, lam):
-    """The formulation before the gate moved onto W's columns: (mu * c) as a (U, D) tensor."""
-    from torch.nn import functional as F
-
-    frozen = learner.frozen
-    mu = learner.gate()
-    unique, inverse = torch.unique(items, return_inverse=True)
-    gated = frozen.content_rows(unique) * mu
-    _, user_content = frozen.user_parts(users)
-    item_content = F.embedding(inverse, learner.projection(gated))
-    scores = frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
-    losses = frozen.model.interaction_losses(scores, users, pos, neg)
-    env_counts = torch.bincount(envs, minlength=learner.num_envs).float()
-    present = (env_counts > 0).float()
-    row_weight = 1.0 / env_counts[envs]
-    env_losses = torch.zeros(learner.num_envs).index_add(0, envs, losses * row_weight)
-    risk = (env_losses * present).sum() / present.sum()
-    (dl_ds,) = torch.autograd.grad(losses.sum(), scores, create_graph=True)
-    per_score = (dl_ds * row_weight.unsqueeze(1)).unsqueeze(-1) * user_content.unsqueeze(1)
-    slots = (envs.unsqueeze(1) * len(unique) + inverse).reshape(-1)
-    summed = torch.zeros(learner.num_envs * len(unique), per_score.shape[-1])
-    summed = summed.index_add(0, slots, per_score.reshape(-1, per_score.shape[-1]))
-    env_grads = summed.view(learner.num_envs, len(unique), -1).transpose(1, 2) @ gated
-    penalty = (gradient_variance(env_grads, present) * mu).square().sum()
-    l2 = 0.5 * frozen.model.proj_reg_weight * learner.projection.weight.square().sum()
-    total = float(len(users)) * (risk + alpha * penalty) + lam * learner.regulariser() + l2
-    return total, risk, penalty
-
-
-def test_gate_on_the_projection_gives_the_gated_content_loss_and_gradients(frozen_factory):
-    """W (mu * c) computed as (W diag mu) c: same loss, penalty and gradients up to rounding."""
-    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=3)
-    frozen, interactions, data = frozen_factory(features, pairs, n_users=8, proj_reg_weight=0.3)
-    with torch.no_grad():
-        frozen.user_weight.normal_(generator=torch.Generator().manual_seed(3))
-    envs = _envs_for(interactions, data, pairs, planted)
-    learner = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), num_envs=2, sigma=0.05)
-    torch.manual_seed(1)
-    users, pos, neg, items = frozen.training_batch(interactions, torch.arange(len(interactions)))
-    results = []
-    for loss_fn in (learner.loss, lambda *a: _loss_with_gated_content(learner, *a)):
-        torch.manual_seed(2)  # the same gate noise
-        total, risk, penalty = loss_fn(users, pos, neg, items, envs, 1.5, 0.1)
-        grads = torch.autograd.grad(total, [learner.mask, learner.projection.weight])
-        results.append([total.detach(), risk.detach(), penalty.detach(), *grads])
-    assert results[0][2] > 0
-    for new, old in zip(*results):
-        torch.testing.assert_close(new, old, rtol=1e-5, atol=1e-7)

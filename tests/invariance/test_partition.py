@@ -1,13 +1,21 @@
-import itertools
-
 import numpy as np
+import pytest
 import torch
+from sklearn.metrics import adjusted_rand_score
 
-from recbole_invrl.invariance import EnvironmentModels
-from recbole_invrl.invariance.partition import environment_sizes, moved_share, train_environments
+from recbole_invrl.invariance import environment_batches, environment_models
+from recbole_invrl.invariance.common import EnvironmentBatch
+from recbole_invrl.invariance.partition import (
+    environment_sizes,
+    initial_environments,
+    moved_share,
+    train_environments,
+)
+
+KINDS = ("shared", "fresh")
 
 
-def planted_style_data(n_users=30, n_items=40, per_env=6, seed=0):
+def planted_style_data(n_users=30, n_items=40, per_env=(6, 6), seed=0):
     """Items have style A (dim 2) or B (dim 3); each user clicks A items in one environment
     and B items in the other: the planted environment of an interaction is its item's style."""
     rng = np.random.default_rng(seed)
@@ -20,94 +28,201 @@ def planted_style_data(n_users=30, n_items=40, per_env=6, seed=0):
     for u in range(1, n_users + 1):
         for s in (0, 1):
             pool = np.flatnonzero((style == s) & (np.arange(n_items) >= 2)) + 1
-            pairs += [(u, int(i)) for i in rng.choice(pool, per_env, replace=False)]
+            pairs += [(u, int(i)) for i in rng.choice(pool, per_env[s], replace=False)]
     return features, pairs, style
 
 
-def purity(found: np.ndarray, truth: np.ndarray) -> float:
-    k = max(found.max(), truth.max()) + 1
-    return max(np.mean(np.array(p)[found] == truth) for p in itertools.permutations(range(k)))
+def _planted(interactions, data, style):
+    return style[data.id2token("item_id", interactions.items.numpy()).astype(int) - 1]
 
 
-def test_partition_recovers_two_planted_environments(frozen_factory):
+def test_shared_models_from_a_random_start_recover_two_planted_environments(frozen_factory):
+    """Psi keeps the style dims; the symmetric start is broken by each environment model
+    training on its own rows."""
     features, pairs, style = planted_style_data()
     frozen, interactions, data = frozen_factory(features, pairs, n_users=30)
-    item_tokens = data.id2token("item_id", interactions.items.numpy()).astype(int)
-    truth = style[item_tokens - 1]
-    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])  # Psi keeps the style dims only
+    truth = _planted(interactions, data, style)
+    mask = torch.tensor([1.0, 1.0, 0.0, 0.0])
     torch.manual_seed(0)
-    envs = torch.randint(2, (len(interactions),))
+    envs = initial_environments("random", frozen, interactions, 2)
+    assert abs(adjusted_rand_score(truth, envs.numpy())) < 0.05
     shares = []
     for _ in range(6):
-        models = EnvironmentModels(frozen, 2, mask, l1_weight=0.0)
+        models = environment_models("shared", frozen, 2, mask, l1_weight=0.0)
         train_environments(models, interactions, envs, epochs=3, batch_size=64, learning_rate=0.05)
-        new_envs = models.assign(interactions)
+        new_envs = models.assign(interactions, "likelihood", samples=50)
         shares.append(moved_share(envs, new_envs).item())
         envs = new_envs
-    assert purity(envs.numpy(), truth) >= 0.9, shares
+    assert adjusted_rand_score(truth, envs.numpy()) >= 0.5, shares
     assert shares[-1] <= 0.05
     assert environment_sizes(envs, 2).sum() == len(interactions)
 
 
-def test_batched_environments_equal_separate_training(frozen_factory):
-    features, pairs, _ = planted_style_data(n_users=12, n_items=20, per_env=3)
-    frozen, interactions, _ = frozen_factory(features, pairs, n_users=12, proj_reg_weight=0.3)
+def _copy_into(single, batched, env):
+    with torch.no_grad():
+        single.weights[0].copy_(batched.weights[env])
+        if hasattr(batched, "user"):
+            single.user[0].copy_(batched.user[env])
+            single.item[0].copy_(batched.item[env])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_environments_equal_separate_training(frozen_factory, kind):
+    """E models trained together on per-environment batches end where each ends trained
+    alone on its own rows, also when one environment sits out the last steps."""
+    features, pairs, _ = planted_style_data(n_users=12, n_items=20, per_env=(3, 3))
+    frozen, interactions, _ = frozen_factory(features, pairs, n_users=12, proj_reg_weight=0.3, id_reg_weight=0.2)
     with torch.no_grad():
         frozen.model.projection.weight.normal_()
     mask = torch.tensor([0.8, 0.6, 0.1, 0.0])
-    envs = torch.arange(len(interactions)) % 2
-    batched = EnvironmentModels(frozen, 2, mask, l1_weight=0.05)
-    separate = [EnvironmentModels(frozen, 1, mask, l1_weight=0.05) for _ in range(2)]
-    opt_b = torch.optim.Adam(batched.parameters(), lr=0.01)
-    opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in separate]
+    envs = (torch.arange(len(interactions)) % 3 == 0).long()  # 2:1, so environment 1 runs out first
+    torch.manual_seed(2)
+    batched = environment_models(kind, frozen, 2, mask, l1_weight=0.05)
+    separate = [environment_models(kind, frozen, 1, mask, l1_weight=0.05) for _ in range(2)]
+    for e, single in enumerate(separate):
+        _copy_into(single, batched, e)
+    opts_b = batched.optimizer(0.01)
+    opts = [single.optimizer(0.01) for single in separate]
     torch.manual_seed(3)
-    for _ in range(5):
-        for index in interactions.batches(16):
-            users, pos, neg, items = frozen.training_batch(interactions, index)
-            opt_b.zero_grad()
-            batched.loss(users, pos, neg, items, envs[index]).backward()
-            opt_b.step()
-            for e, (model, opt) in enumerate(zip(separate, opts)):
-                rows = envs[index] == e
+    sat_out = 0
+    for _ in range(3):
+        for batch in environment_batches(envs, 2, batch_size=8, cycle=False):
+            users, pos, neg, items = frozen.training_batch(interactions, batch.index)
+            for opt in opts_b:
                 opt.zero_grad()
-                model.loss(users[rows], pos[rows], neg[rows], items[rows],
-                           torch.zeros(int(rows.sum()), dtype=torch.long)).backward()
+            batched.loss(users, pos, neg, items, batch).backward()
+            batched.drop_inactive_gradients(batch)
+            for opt in opts_b:
                 opt.step()
-    for e in range(2):
-        torch.testing.assert_close(batched.weight[e], separate[e].weight[0], rtol=1e-5, atol=1e-6)
-    assert not torch.allclose(batched.weight[0], batched.weight[1])
+            sat_out += not all(batch.active_envs)
+            for e, (single, opt) in enumerate(zip(separate, opts)):
+                rows = batch.envs == e
+                if not rows.any():
+                    continue
+                alone = EnvironmentBatch(batch.index[rows], batch.slot[rows] - e * 8, torch.ones(1), [True], 8)
+                for o in opt:
+                    o.zero_grad()
+                single.loss(users[rows], pos[rows], neg[rows], items[rows], alone).backward()
+                for o in opt:
+                    o.step()
+    assert sat_out > 0
+    for e, single in enumerate(separate):
+        torch.testing.assert_close(batched.weights[e], single.weights[0], rtol=1e-5, atol=1e-6)
+        if kind == "fresh":
+            torch.testing.assert_close(batched.user[e], single.user[0], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(batched.item[e], single.item[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(batched.weights[0], batched.weights[1])
 
 
-def test_an_empty_environment_does_not_crash(frozen_factory):
-    features, pairs, _ = planted_style_data(n_users=10, n_items=20, per_env=3)
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_environment_does_not_crash(frozen_factory, kind):
+    features, pairs, _ = planted_style_data(n_users=10, n_items=20, per_env=(3, 3))
     frozen, interactions, _ = frozen_factory(features, pairs, n_users=10)
     envs = torch.zeros(len(interactions), dtype=torch.long)  # environments 1 and 2 are empty
-    models = EnvironmentModels(frozen, 3, torch.full((4,), 0.5), l1_weight=0.01)
+    models = environment_models(kind, frozen, 3, torch.full((4,), 0.5), l1_weight=0.01)
+    before = models.weights[1].detach().clone()
     train_environments(models, interactions, envs, epochs=1, batch_size=32, learning_rate=0.01)
-    new_envs = models.assign(interactions)
-    assert torch.isfinite(models.weight).all()
-    assert new_envs.shape == envs.shape and new_envs.max() < 3
+    assert torch.equal(models.weights[1], before)  # no rows, no step
+    for rule in ("score", "likelihood"):
+        new_envs = models.assign(interactions, rule, samples=5)
+        assert new_envs.shape == envs.shape and new_envs.max() < 3
 
 
-def test_user_side_scores_equal_projecting_items_under_every_environment(frozen_factory):
-    """<p_b, W_e Psi_i> computed as <(W_e^T p_b) * (1 - m), c_i> (scores) and from the
-    (items, E, C) table of every item under every environment (projected)."""
-    features, pairs, _ = planted_style_data(n_users=8, n_items=16, per_env=3)
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_scores_equal_the_scores_of_every_environment(frozen_factory, kind):
+    """<p_b, W_e g c_i> on the user side for each row's own environment (``scores``) equals
+    the (items, E) table of every environment (``all_scores``, which leaves out the id term
+    that shared models have in common)."""
+    features, pairs, _ = planted_style_data(n_users=8, n_items=16, per_env=(3, 3))
     frozen, interactions, _ = frozen_factory(features, pairs, n_users=8)
     with torch.no_grad():
         frozen.user_weight.normal_(generator=torch.Generator().manual_seed(0))
-    models = EnvironmentModels(frozen, 3, torch.tensor([0.9, 0.5, 0.2, 0.0]), l1_weight=0.0)
+    models = environment_models(kind, frozen, 3, torch.tensor([0.9, 0.5, 0.2, 0.0]), l1_weight=0.0)
     with torch.no_grad():
-        models.weight.normal_(generator=torch.Generator().manual_seed(1))
+        for weight in models.weights:
+            weight.normal_(generator=torch.Generator().manual_seed(1))
+    envs = torch.arange(len(interactions)) % 3
     torch.manual_seed(2)
-    users, _, _, items = frozen.training_batch(interactions, torch.arange(10))
-    envs = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
-    projected, inverse = models.projected(items)  # (U, E, C)
-    _, user_content = frozen.user_parts(users)
-    item_content = projected[inverse, envs.unsqueeze(1)]  # each row under its own environment
-    expected = frozen.id_scores(users, items) + (item_content * user_content.unsqueeze(1)).sum(-1)
-    torch.testing.assert_close(models.scores(users, items, envs), expected)
-    table = frozen.table
+    batch = environment_batches(envs, 3, batch_size=4, cycle=False)[0]
+    users, _, _, items = frozen.training_batch(interactions, batch.index)
+    n, m = items.shape
+    table = models.all_scores(users.repeat_interleave(m), items.reshape(-1)).view(n, m, 3)
+    expected = table.gather(2, batch.envs.view(n, 1, 1).expand(n, m, 1)).squeeze(2)
+    if kind == "shared":
+        expected = expected + frozen.id_scores(users, items)
+    torch.testing.assert_close(models.scores(users, items, batch), expected)
+    stored = frozen.table
     frozen.table = None  # as at Kwai size: rows gathered and normalised on demand
-    torch.testing.assert_close(models.scores(users, items, envs), expected)
-    frozen.table = table
+    torch.testing.assert_close(models.scores(users, items, batch), expected)
+    frozen.table = stored
+
+
+def test_score_start_cuts_the_ranked_interactions_into_equal_blocks(frozen_factory):
+    features, pairs, _ = planted_style_data(n_users=10, n_items=20, per_env=(3, 4))
+    frozen, interactions, _ = frozen_factory(features, pairs, n_users=10)
+    with torch.no_grad():
+        frozen.model.projection.weight.normal_(generator=torch.Generator().manual_seed(0))
+    envs = initial_environments("score", frozen, interactions, 3)
+    sizes = torch.bincount(envs, minlength=3)
+    assert sizes.sum() == len(interactions) and sizes.max() - sizes.min() <= 1
+    with torch.no_grad():  # the pretrained score of every interaction, eq. 14 by hand
+        user_vectors = frozen.model.user_embedding.weight[interactions.users]
+        item_ids = frozen.model.item_embedding.weight[interactions.items]
+        rows = torch.nn.functional.normalize(frozen.model.content.dense_v_feat, dim=1)[interactions.items]
+        scores = (user_vectors * torch.cat([item_ids, rows @ frozen.model.projection.weight.T], 1)).sum(1)
+    order = torch.argsort(scores)
+    assert (envs[order].diff() >= 0).all()  # blocks follow the score
+    assert initial_environments("random", frozen, interactions, 3).max() == 2
+    with pytest.raises(ValueError, match="partition_start"):
+        initial_environments("kmeans", frozen, interactions, 3)
+
+
+def test_likelihood_separation_ignores_a_model_that_scores_everything_higher(frozen_factory):
+    """Environment 1 adds 5 to every item's score (a bias dimension) but prefers style B;
+    the raw score (eq. 7 as written) hands it every interaction, the log-probability over
+    the items hands it the style-B ones only."""
+    n_items = 20
+    style = np.arange(n_items) % 2
+    features = np.c_[np.ones(n_items), np.where(style == 0, 1.0, -1.0), np.zeros(n_items), np.zeros(n_items)]
+    rng = np.random.default_rng(0)
+    pairs = [(u, int(i)) for u in range(1, 11) for i in rng.choice(np.arange(3, n_items + 1), 6, replace=False)]
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=10)
+    models = environment_models("shared", frozen, 2, torch.zeros(4), l1_weight=0.0)
+    norm = float(np.linalg.norm(features[0]))  # rows are L2-normalised: every row has this norm
+    with torch.no_grad():
+        models.weights[0].zero_()
+        models.weights[1].zero_()
+        models.weights[0][0, 1] = norm  # environment 0: +1 for style A, -1 for B
+        models.weights[1][0, 0] = 5 * norm
+        models.weights[1][0, 1] = -norm  # environment 1: 5 + (-1 for A, +1 for B)
+    item_style = style[data.id2token("item_id", interactions.items.numpy()).astype(int) - 1]
+    raw = models.assign(interactions, "score")
+    assert raw.tolist() == [1] * len(interactions)
+    torch.manual_seed(0)
+    likely = models.assign(interactions, "likelihood", samples=4000)
+    # exact: s_e(i) - log sum_j exp s_e(j) over all items; A items score +1 / -1 + 5 ...
+    logp = {0: {0: 1 - np.log(10 * np.e + 10 / np.e)}, 1: {0: 4 - np.log(10 * np.e ** 4 + 10 * np.e ** 6)}}
+    logp[0][1] = -1 - np.log(10 * np.e + 10 / np.e)
+    logp[1][1] = 6 - np.log(10 * np.e ** 4 + 10 * np.e ** 6)
+    expected = [int(logp[1][s] > logp[0][s]) for s in item_style]
+    assert likely.tolist() == expected and 0 < sum(expected) < len(expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_score_start_recovers_the_planted_environments_of_the_test_bed(pretrained_bed, kind):
+    """From the pretrained backbone alone (no truth), E = 2 environments on the full
+    content match the planted A/B with ARI >= 0.5; a uniformly random start does not."""
+    frozen, interactions, planted = pretrained_bed
+    mask = torch.full((frozen.model.content.dim,), 0.5)
+
+    def partition(start):
+        torch.manual_seed(0)
+        envs = initial_environments(start, frozen, interactions, 2)
+        for _ in range(4):
+            models = environment_models(kind, frozen, 2, mask, l1_weight=0.001)
+            train_environments(models, interactions, envs, epochs=2, batch_size=256, learning_rate=0.001)
+            envs = models.assign(interactions, "likelihood", samples=50)
+        return adjusted_rand_score(planted, envs.numpy())
+
+    assert partition("score") >= 0.5
+    assert partition("random") < 0.2

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_invrl.invariance import EnvironmentModels, FrozenBackbone, MaskLearner, TrainingInteractions
+from recbole_invrl.invariance import FrozenBackbone, MaskLearner, TrainingInteractions
+from recbole_invrl.invariance.common import environment_batches
+from recbole_invrl.invariance.partition import environment_models, initial_environments
 from recbole_invrl.model.common import distinct_items
 from recbole_invrl.model.general_recommender import InvRL
 
@@ -55,21 +57,25 @@ def test_stages_keep_every_tensor_on_the_device_and_steps_off_the_host(build, cl
     interactions = TrainingInteractions.from_dataset(train._dataset, config["device"])
     frozen = FrozenBackbone(model.backbone)
     envs = torch.randint(3, (len(interactions),), device=config["device"])
-    environments = EnvironmentModels(frozen, 3, model.mask, 0.1).to(config["device"])
+    shared = environment_models("shared", frozen, 3, model.mask, 0.1)
+    fresh = environment_models("fresh", frozen, 3, model.mask, 0.1)
     learner = MaskLearner(frozen, model.mask, 3, 0.1)
     assert {t.device.type for t in (interactions.users, frozen.content_rows(interactions.items[:4]), envs)} == {device}
-    assert {t.device.type for t in [*tensors_of(environments).values(), *tensors_of(learner).values()]} == {device}
+    modules = [shared, fresh, learner]
+    assert {t.device.type for m in modules for t in tensors_of(m).values()} == {device}
 
-    batch = next(interactions.batches(32))
-    users, positives, negatives, items = frozen.training_batch(interactions, batch)
+    batch = environment_batches(envs, 3, 16, cycle=True)[0]  # the epoch's layout is made outside the steps
+    users, positives, negatives, items = frozen.training_batch(interactions, batch.index)
     with no_host_transfers(monkeypatch):
         backbone_loss = model.backbone.loss(users, positives, negatives)
         backbone_loss.backward()
-        environments.loss(users, positives, negatives, items, envs[batch]).backward()
-        mask_loss, risk, penalty = learner.loss(users, positives, negatives, items, envs[batch], 1.0, 0.1)
-        mask_loss.backward()
-        new_envs = environments.assign(interactions)
-    assert new_envs.device.type == device and learner.mask.grad.device.type == device
+        for environments in (shared, fresh):
+            environments.loss(users, positives, negatives, items, batch).backward()
+            environments.drop_inactive_gradients(batch)
+        learner.loss(users, positives, negatives, items, batch, 1.0, 0.1).total.backward()
+        start = initial_environments("score", frozen, interactions, 3)
+        assigned = [m.assign(interactions, rule, 4) for m in (shared, fresh) for rule in ("score", "likelihood")]
+    assert {t.device.type for t in [start, *assigned, learner.mask.grad]} == {device}
 
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5)])

@@ -129,3 +129,47 @@ def test_end_to_end_on_the_spurious_feature_test_bed(tmp_path):
     assert mask[invariant].mean() > mask[spurious].mean() + 0.1
     for split in ("best_valid_result", "test_result"):
         assert {"ndcg@10", "recall@10", "precision@10"} <= set(result[split])
+
+
+def test_a_fixed_mask_skips_stages_0_to_m4_and_reaches_the_final_model(clusters, tmp_path, monkeypatch):
+    mask = np.linspace(0.0, 1.0, 133).astype(np.float32)
+    np.save(tmp_path / "given.npy", mask)
+    monkeypatch.setattr(InvRLTrainer, "pretrain", lambda *a, **k: pytest.fail("pretrained with a fixed mask"))
+    monkeypatch.setattr(InvRLTrainer, "partition", lambda *a, **k: pytest.fail("partitioned with a fixed mask"))
+    result = run(clusters, fixed_mask=str(tmp_path / "given.npy"))
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
+    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    np.testing.assert_array_equal(np.load(result["mask_path"]), mask)
+
+
+@pytest.mark.parametrize("saved, message", [
+    (np.ones(5, dtype=np.float32), r"expected 133 floats in \[0, 1\]"),
+    (np.full(133, 1.5, dtype=np.float32), r"expected 133 floats in \[0, 1\]"),
+    (np.arange(133), r"expected 133 floats"),
+])
+def test_a_bad_fixed_mask_is_refused_with_its_file_named(clusters, tmp_path, saved, message):
+    path = tmp_path / "bad.npy"
+    np.save(path, saved)
+    with pytest.raises(ValueError, match=f"fixed_mask: {path}: {message}"):
+        run(clusters, fixed_mask=str(path))
+
+
+def test_a_planted_truth_in_the_dataset_folder_is_scored_in_the_record(clusters, tmp_path):
+    folder = clusters / "clusters"
+    n_train = len((folder / "clusters.train.inter").read_text().splitlines()) - 1
+    np.save(folder / "train_env.npy", np.arange(n_train) % 2)
+    (folder / "truth.json").write_text(json.dumps(
+        {"modalities": {"v_feat": {"invariant_dims": [0, 1], "spurious_dims": [2, 3, 4]}}}))
+    record = json.loads(open(run(clusters)["record_path"]).read())
+    assert all(-1 <= p["ari"] <= 1 and 0.5 <= p["purity"] <= 1 for p in record["partition"])
+    assert all(0 <= m["auc"] <= 1 and m["gate_ratio"] > 0 for m in record["mask"])
+    for entry in record["mask"]:
+        assert {"risk", "alpha_penalty", "lambda_regulariser", "grad_norm_risk", "grad_norm_penalty",
+                "grad_norm_regulariser", "penalty_share"} <= set(entry["epochs"][0])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (folder / "truth.json").rename(elsewhere / "truth.json")
+    (folder / "train_env.npy").rename(elsewhere / "train_env.npy")
+    assert "ari" not in json.loads(open(run(clusters)["record_path"]).read())["partition"][0]
+    record = json.loads(open(run(clusters, truth_dir=str(elsewhere))["record_path"]).read())
+    assert "ari" in record["partition"][0] and "auc" in record["mask"][0]

@@ -1,0 +1,121 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
+
+from recbole_invrl.benchmark.diagnose import diagnose
+from recbole_invrl.benchmark.experiments import Experiment
+from recbole_invrl.data.synthetic import generate
+from recbole_invrl.quick_start import run_recbole_invrl
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEDULE = dict(pretrain_epochs=3, epochs=2, stopping_step=5, invrl_iterations=2, num_envs=2, partition_epochs=1,
+                partition_rounds=2, moved_threshold=-1.0, mask_epochs=2, mask_lr=0.01, neg_num=5,
+                show_progress=False, state="WARNING")
+
+
+@pytest.fixture(scope="module")
+def bed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate("tiktok", 0.005, root, layout="atomic", seed=0, name="bed")
+    return root
+
+
+def _my_purity(found, planted):
+    total = 0
+    for env in set(found.tolist()):
+        total += np.bincount(planted[found == env]).max()
+    return total / len(found)
+
+
+def _roles(folder: Path, fields) -> np.ndarray:
+    modalities = json.loads((folder / "truth.json").read_text())["modalities"]
+    roles = []
+    for field, width in fields:
+        part = np.full(width, -1)
+        part[modalities.get(field, {}).get("invariant_dims", [])] = 1
+        part[modalities.get(field, {}).get("spurious_dims", [])] = 0
+        roles.append(part)
+    return np.concatenate(roles)
+
+
+def test_diagnose_reports_figures_computed_independently(bed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = Experiment("bed", tmp_path / "out", {"data_path": str(bed), **SCHEDULE})
+    json_path, csv_path, png_path = diagnose(exp)
+    report = json.loads(json_path.read_text())
+    record = json.loads(Path(report["record_path"]).read_text())
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the last partition, from the saved state, scored here
+    planted = np.load(bed / "bed" / "train_env.npy")
+    envs = _final_envs(tmp_path)
+    last = report["partition"][-1]
+    assert last["ari"] == pytest.approx(adjusted_rand_score(planted, envs))
+    assert last["purity"] == pytest.approx(_my_purity(envs, planted))
+    assert len(report["partition"]) == 4
+
+    # the final mask's ROC-AUC and gate ratio
+    mask = np.array(record["mask"][-1]["mask"])
+    roles = _roles(bed / "bed", record["mask_fields"])
+    known = roles >= 0
+    assert report["mask"][-1]["auc"] == pytest.approx(roc_auc_score(roles[known], mask[known]))
+    assert report["mask"][-1]["gate_ratio"] == pytest.approx(mask[roles == 1].mean() / mask[roles == 0].mean())
+
+    # the oracle mask's final model, trained here
+    oracle = (roles != 0).astype(np.float32)
+    np.save(tmp_path / "oracle.npy", oracle)
+    result = run_recbole_invrl("InvRL", "bed", config_dict={"data_path": str(bed), **SCHEDULE,
+                                                            "fixed_mask": str(tmp_path / "oracle.npy")})
+    assert report["final_ndcg@10"]["oracle"] == pytest.approx(result["test_result"]["ndcg@10"])
+    assert set(report["final_ndcg@10"]) == {"learned", "oracle", "full"}
+    assert report["final_ndcg@10"]["learned"] == pytest.approx(report["test_result"]["ndcg@10"])
+
+    # M4 on three sources of environments; one environment has no penalty
+    sources = report["m4_environments"]
+    assert set(sources) == {"planted", "random", "single"}
+    assert sources["single"]["penalty_share"] < 1e-6 < sources["planted"]["penalty_share"]  # 0 up to rounding
+    assert sources["planted"]["num_envs"] == 2
+    assert all(0.0 <= s["auc"] <= 1.0 for s in sources.values())
+
+    # the penalty's share per mask epoch, from the record
+    shares = [e["penalty_share"] for m in record["mask"] for e in m["epochs"]]
+    assert [e["penalty_share"] for e in report["mask_epochs"]] == shares and len(shares) == 4
+
+    table = pd.read_csv(csv_path)
+    row = table[(table.section == "final_ndcg@10") & (table.step == "oracle")]
+    assert float(row.value.iloc[0]) == pytest.approx(report["final_ndcg@10"]["oracle"])
+    assert set(table.section) == {"partition", "mask", "mask_epoch", "m4_environments", "final_ndcg@10"}
+
+
+def _final_envs(folder: Path) -> np.ndarray:
+    (state,) = list(Path(folder, "saved").glob("InvRL-bed-seed*.state.pth"))
+    return torch.load(state, weights_only=True)["envs"].numpy()
+
+
+def test_without_a_truth_it_reports_what_needs_none_and_takes_one_from_the_command_line(bed, tmp_path):
+    bare = tmp_path / "data"
+    shutil.copytree(bed / "bed", bare / "bed", ignore=shutil.ignore_patterns("truth.json", "train_env.npy", ".cache"))
+    exp = Experiment("bed", tmp_path / "bare-out", {"data_path": str(bare), **SCHEDULE})
+    report = json.loads(diagnose(exp)[0].read_text())
+    assert report["truth_dir"] is None
+    assert "ari" not in report["partition"][0] and "auc" not in report["mask"][0]
+    assert set(report["m4_environments"]) == {"random", "single"}
+    assert set(report["final_ndcg@10"]) == {"learned", "full"}
+    assert all("env_sizes" in p for p in report["partition"])
+
+    overrides = [f"--{k}={v}" for k, v in SCHEDULE.items()]
+    proc = subprocess.run([sys.executable, str(REPO / "run_experiment.py"), "--experiment=diagnose", "--dataset=bed",
+                           f"--data_path={bare}", f"--truth={bed / 'bed'}", f"--out={tmp_path / 'cli'}", *overrides],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "cli" / "diagnose.json").read_text())
+    assert report["truth_dir"] == str(bed / "bed")
+    assert "ari" in report["partition"][-1] and "planted" in report["m4_environments"]
