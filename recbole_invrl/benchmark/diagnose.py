@@ -10,7 +10,12 @@ Runs InvRL once with the dataset's settings, then, from the same pretrained back
   environment (where the penalty is zero);
 - the final model (M6) on the learned mask, on the oracle mask (1 on the invariant and
   unlabelled dimensions, 0 on the spurious ones; with a truth) and on the full content
-  (m = 1), each trained as InvRL's final model is (``fixed_mask``).
+  (m = 1), each trained as InvRL's final model is (``fixed_mask``);
+- with two planted environments and planted dimensions, how separable the environments
+  are by the pretrained backbone's own score on the spurious dimensions alone,
+  <p_u^(c), W (s * c_i)> with s the spurious indicator: its ROC-AUC for environment 0
+  and the purity of its best two-way threshold. A partition that M3 learns from that
+  backbone is not expected to beat it by much.
 
 The planted truth (``recbole_invrl.invariance.truth``) comes from ``--truth=DIR`` or the
 dataset's folder. Without one, the report keeps what needs none: environment sizes and
@@ -31,14 +36,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from recbole.utils import init_seed
+from sklearn.metrics import roc_auc_score
 
 from recbole_invrl.compat import load_checkpoint, write_json_atomic
-from recbole_invrl.config import Config
 from recbole_invrl.data import create_dataset, data_preparation
 from recbole_invrl.invariance import FrozenBackbone, MaskLearner, TrainingInteractions
 from recbole_invrl.invariance.mask import learn_mask
-from recbole_invrl.invariance.truth import PlantedTruth
+from recbole_invrl.invariance.truth import PlantedTruth, purity
 from recbole_invrl.model.general_recommender import InvRL
 
 SETTINGS = ("num_envs", "invrl_iterations", "partition_models", "partition_start", "partition_assign",
@@ -63,6 +69,7 @@ def diagnose(exp, truth_dir: str | None = None) -> tuple[Path, Path, Path]:
         "mask_epochs": [{"iteration": entry["iteration"], "epoch": epoch, **values}
                         for entry in record["mask"] for epoch, values in enumerate(entry["epochs"], start=1)],
         "m4_environments": _environment_sources(config, frozen, interactions, truth),
+        "planted_separability": _separability(frozen, interactions, truth),
         "final_ndcg@10": _final_models(exp, result, truth, overrides, frozen.model.content.dim),
         "test_result": result["test_result"],
         "record_path": result["record_path"],
@@ -82,7 +89,7 @@ def _iteration_summary(entry: dict[str, Any]) -> dict[str, Any]:
 
 def _pretrained_backbone(exp, overrides: dict, pretrain_path: str):
     """The run's config, its pretrained backbone (frozen for M3/M4) and training interactions."""
-    config = Config("InvRL", exp.dataset, exp.config_files, {**exp.config_dict, **overrides})
+    config = exp.run_config("InvRL", **overrides)
     init_seed(config["seed"], config["reproducibility"])
     train, _, _ = data_preparation(config, create_dataset(config))
     model = InvRL(config, train._dataset).to(config["device"])
@@ -113,6 +120,24 @@ def _environment_sources(config, frozen: FrozenBackbone, interactions: TrainingI
         report[name] = {"num_envs": num_envs, "epochs": epochs, **scores,
                         "penalty_share": float(np.mean([h["penalty_share"] for h in history]))}
     return report
+
+
+@torch.no_grad()
+def _separability(frozen: FrozenBackbone, interactions: TrainingInteractions,
+                  truth: PlantedTruth | None) -> dict[str, float]:
+    """ROC-AUC and best-threshold purity of the pretrained spurious-part score for two
+    planted environments ({} without them)."""
+    if truth is None or truth.envs is None or truth.roles is None or truth.envs.max() != 1:
+        return {}
+    spurious = torch.as_tensor(truth.roles == 0, dtype=torch.float32, device=interactions.users.device)
+    weight = frozen.model.projection.weight * spurious
+    scores = torch.cat([
+        (F.linear(frozen.content_rows(items), weight) * frozen.user_parts(users)[1]).sum(-1)
+        for users, items in zip(interactions.users.split(16384), interactions.items.split(16384))
+    ]).cpu().numpy()
+    thresholds = np.quantile(scores, np.linspace(0.01, 0.99, 99))
+    best = max(purity((scores > t).astype(np.int64), truth.envs) for t in thresholds)
+    return {"auc": float(roc_auc_score(truth.envs == 0, scores)), "best_threshold_purity": best}
 
 
 def _final_models(exp, result: dict, truth: PlantedTruth | None, overrides: dict, dim: int) -> dict[str, float]:
@@ -149,6 +174,8 @@ def figures_table(report: dict[str, Any]) -> pd.DataFrame:
                 rows.append(("m4_environments", source, key, values[key]))
     for mask, value in report["final_ndcg@10"].items():
         rows.append(("final_ndcg@10", mask, "ndcg@10", value))
+    for key, value in report["planted_separability"].items():
+        rows.append(("planted_separability", "pretrained spurious score", key, value))
     return pd.DataFrame(rows, columns=["section", "step", "metric", "value"])
 
 

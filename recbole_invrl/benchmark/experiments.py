@@ -5,6 +5,8 @@
 - ``fig4``: mask values per content dimension, one panel per modality (Fig. 4);
 - ``fig5``: share of moved interactions per partition round (Fig. 5);
 - ``fig6``: accuracy vs the number of environments |E| (Fig. 6);
+- ``recovery``: how well M3 and M4 recover a test bed's planted truth, over seeds, at the
+  dataset's |E| and at |E| = 2;
 - ``diagnose``: what the partition, the penalty and the mask do (``diagnose.py``).
 
 ``fig4`` and ``fig5`` read an InvRL run record (``--record``, the ``-record.json`` beside an
@@ -48,6 +50,12 @@ class Experiment:
     def run(self, model: str, **overrides) -> dict[str, Any]:
         return run_recbole_invrl(model, self.dataset, config_file_list=self.config_files,
                                  config_dict={**self.config_dict, **overrides})
+
+    def run_config(self, model: str, **overrides):
+        """The config a run of ``model`` with ``overrides`` would use."""
+        from recbole_invrl.config import Config
+
+        return Config(model, self.dataset, self.config_files, {**self.config_dict, **overrides})
 
     def write(self, name: str, table: pd.DataFrame, figure) -> tuple[Path, Path]:
         csv, png = self.out / f"{name}.csv", self.out / f"{name}.png"
@@ -162,6 +170,43 @@ def num_envs(exp: Experiment, grid: tuple[int, ...] = ENV_GRID) -> tuple[Path, P
     return exp.write("fig6_num_envs", table, figure)
 
 
+RECOVERY_SEEDS = (2020, 2021, 2022)
+
+
+def recovery(exp: Experiment, seeds: tuple[int, ...] = RECOVERY_SEEDS) -> tuple[Path, Path]:
+    """M3 and M4 against the planted truth: for every seed and |E| in (the dataset's, 2),
+    the last partition round's ARI and purity, the final mask's ROC-AUC and gate ratio,
+    the penalty's mean share of m's gradient in the last iteration, and test NDCG@10."""
+    dataset_envs = exp.run_config("InvRL")["num_envs"]
+    rows = []
+    for num_envs_ in dict.fromkeys((dataset_envs, 2)):
+        for seed in seeds:
+            result = exp.run("InvRL", num_envs=num_envs_, seed=seed)
+            record = json.loads(Path(result["record_path"]).read_text())
+            last_round, last_mask = record["partition"][-1], record["mask"][-1]
+            if "ari" not in last_round or "auc" not in last_mask:
+                raise ValueError(f"recovery: no planted truth for {exp.dataset} (truth.json and train_env.npy "
+                                 "in the dataset folder or truth_dir)")
+            rows.append({"num_envs": num_envs_, "seed": seed, "ari": last_round["ari"],
+                         "purity": last_round["purity"], "mask_auc": last_mask["auc"],
+                         "gate_ratio": last_mask["gate_ratio"],
+                         "penalty_share": sum(e["penalty_share"] for e in last_mask["epochs"]) / len(last_mask["epochs"]),
+                         "ndcg@10": result["test_result"]["ndcg@10"]})
+    table = pd.DataFrame(rows)
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.5), constrained_layout=True)
+    for ax, keys in zip(axes, (("ari", "purity"), ("mask_auc",), ("ndcg@10",))):
+        summary = table.groupby("num_envs")[list(keys)].agg(["mean", "std"])
+        positions = range(len(summary))
+        for k, key in enumerate(keys):
+            ax.bar([p + 0.35 * k for p in positions], summary[(key, "mean")], width=0.3,
+                   yerr=summary[(key, "std")].fillna(0), capsize=3, label=key)
+        ax.set_xticks([p + 0.175 * (len(keys) - 1) for p in positions], [f"|E| = {e}" for e in summary.index])
+        ax.set(title=", ".join(keys) + f" ({len(seeds)} seeds)")
+        ax.legend(loc="lower right")
+    figure.suptitle(f"Recovery of the planted truth on {exp.dataset}")
+    return exp.write("recovery", table, figure)
+
+
 def _diagnose(exp: Experiment, truth_dir: str | None = None):
     from recbole_invrl.benchmark.diagnose import diagnose
 
@@ -174,5 +219,6 @@ EXPERIMENTS: dict[str, Callable[..., tuple[Path, ...]]] = {
     "fig4": mask_values,
     "fig5": moved_share,
     "fig6": num_envs,
+    "recovery": recovery,
     "diagnose": _diagnose,
 }

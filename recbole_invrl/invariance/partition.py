@@ -104,32 +104,35 @@ class EnvironmentModels(nn.Module):
     def id_scores(self, users: torch.Tensor, items: torch.Tensor, envs: torch.Tensor) -> torch.Tensor:
         return self.frozen.id_scores(users, items)
 
-    def scores(self, users: torch.Tensor, items: torch.Tensor, batch: EnvironmentBatch) -> torch.Tensor:
-        """Gamma^(e_b)(u_b, i) for items (n, M), each row under its own environment.
+    def scores(self, users: torch.Tensor, items: torch.Tensor, batch: EnvironmentBatch,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Gamma^(e_b)(u_b, i) for items (n, M), each row under its own environment
+        (``weight``: the stacked W_e, if already at hand).
 
         The projection is applied on the user side, <p_b, W_e (g * c_i)> =
         <(W_e^T p_b) * g, c_i> with g the content gate, as one (E, B, C) x (E, C, D)
         batched matmul over the step's padded environment batches."""
         envs = batch.envs
         _, user_content = self.user_vectors(users, envs)
-        user_side = batch.unpadded(torch.bmm(batch.padded(user_content), self.stacked_weight()))
+        weight = self.stacked_weight() if weight is None else weight
+        user_side = batch.unpadded(torch.bmm(batch.padded(user_content), weight))
         content, inverse = self.frozen.content_table(items)  # c_i, no gradient (U, D)
         return self.id_scores(users, items, envs) + gathered_dot(content, user_side * self.content_gate, inverse)
 
     # ------------------------------------------------------------------ loss
-    def regularisation(self, active: torch.Tensor) -> torch.Tensor:
-        """L1 on the invariant columns of every W_e, plus the backbone's L2 on projections,
-        for the environments ``active`` in the step."""
-        weight = self.stacked_weight()
+    def regularisation(self, active: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """L1 on the invariant columns of every W_e (``weight``, stacked), plus the
+        backbone's L2 on projections, for the environments ``active`` in the step."""
         l1 = (weight.abs() * self.invariant_gate).sum((1, 2))
         l2 = 0.5 * self.frozen.model.proj_reg_weight * weight.square().sum((1, 2))
         return ((self.l1_weight * l1 + l2) * active).sum()
 
     def loss(self, users, positives, negatives, items, batch: EnvironmentBatch) -> torch.Tensor:
         """Eq. 6 for all environments at once: each interaction trains only its own model."""
-        scores = self.scores(users, items, batch)
+        weight = self.stacked_weight()
+        scores = self.scores(users, items, batch, weight)
         losses = self.frozen.model.interaction_losses(scores, users, positives, negatives)
-        return losses.sum() + self.regularisation(batch.active)
+        return losses.sum() + self.regularisation(batch.active, weight)
 
     def drop_inactive_gradients(self, batch: EnvironmentBatch) -> None:
         """Environments without rows in the step keep their parameters (Adam skips None)."""
@@ -210,10 +213,10 @@ class FreshEnvironmentModels(EnvironmentModels):
         n_envs, n_items, size = self.item.shape
         return gathered_dot(self.item.view(n_envs * n_items, size), user_ids, envs.unsqueeze(1) * n_items + items)
 
-    def regularisation(self, active):
+    def regularisation(self, active, weight):
         """The backbone's L2 on each model's own id embeddings, on top of the projections'."""
         ids = self.user.square().sum((1, 2)) + self.item.square().sum((1, 2))
-        return super().regularisation(active) + 0.5 * self.frozen.model.id_reg_weight * (ids * active).sum()
+        return super().regularisation(active, weight) + 0.5 * self.frozen.model.id_reg_weight * (ids * active).sum()
 
     def all_scores(self, users, items):
         projected, inverse = self.projected(items)  # (U, E, C)

@@ -92,7 +92,10 @@ def test_diagnose_reports_figures_computed_independently(bed, tmp_path, monkeypa
     table = pd.read_csv(csv_path)
     row = table[(table.section == "final_ndcg@10") & (table.step == "oracle")]
     assert float(row.value.iloc[0]) == pytest.approx(report["final_ndcg@10"]["oracle"])
-    assert set(table.section) == {"partition", "mask", "mask_epoch", "m4_environments", "final_ndcg@10"}
+    assert set(table.section) == {"partition", "mask", "mask_epoch", "m4_environments", "final_ndcg@10",
+                                  "planted_separability"}
+    separability = report["planted_separability"]
+    assert 0.5 <= separability["best_threshold_purity"] <= 1 and 0 <= separability["auc"] <= 1
 
 
 def _final_envs(folder: Path) -> np.ndarray:
@@ -109,6 +112,7 @@ def test_without_a_truth_it_reports_what_needs_none_and_takes_one_from_the_comma
     assert "ari" not in report["partition"][0] and "auc" not in report["mask"][0]
     assert set(report["m4_environments"]) == {"random", "single"}
     assert set(report["final_ndcg@10"]) == {"learned", "full"}
+    assert report["planted_separability"] == {}
     assert all("env_sizes" in p for p in report["partition"])
 
     overrides = [f"--{k}={v}" for k, v in SCHEDULE.items()]
@@ -119,3 +123,25 @@ def test_without_a_truth_it_reports_what_needs_none_and_takes_one_from_the_comma
     report = json.loads((tmp_path / "cli" / "diagnose.json").read_text())
     assert report["truth_dir"] == str(bed / "bed")
     assert "ari" in report["partition"][-1] and "planted" in report["m4_environments"]
+
+
+def test_recovery_scores_every_seed_at_two_numbers_of_environments(bed, tmp_path, monkeypatch):
+    from recbole_invrl.benchmark.experiments import recovery
+
+    monkeypatch.chdir(tmp_path)
+    exp = Experiment("bed", tmp_path / "out", {"data_path": str(bed), **SCHEDULE, "num_envs": 3, "invrl_iterations": 1})
+    csv, png = recovery(exp, seeds=(2020, 2021))
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["num_envs", "seed", "ari", "purity", "mask_auc", "gate_ratio", "penalty_share",
+                                   "ndcg@10"]
+    assert table[["num_envs", "seed"]].values.tolist() == [[3, 2020], [3, 2021], [2, 2020], [2, 2021]]
+    assert table["purity"].between(0.5, 1).all() and table["mask_auc"].between(0, 1).all()
+    assert table.groupby("num_envs")["ari"].mean().nunique() == 2  # |E| changes the partition
+    planted = np.load(bed / "bed" / "train_env.npy")
+    assert table["purity"].min() >= np.bincount(planted).max() / len(planted) - 1e-9  # never below the trivial
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    bare = tmp_path / "bare"
+    shutil.copytree(bed / "bed", bare / "bed", ignore=shutil.ignore_patterns("truth.json", "train_env.npy", ".cache"))
+    with pytest.raises(ValueError, match="recovery: no planted truth for bed"):
+        recovery(Experiment("bed", tmp_path / "bare-out", {"data_path": str(bare), **SCHEDULE}), seeds=(2020,))
