@@ -73,7 +73,7 @@ class Config(RecBoleConfig):
         data_path = self.external_config_dict.get("data_path", str(DEFAULT_DATA_PATH))
         model_yamls = [
             PROPERTIES_DIR / "model" / f"{name}.yaml"
-            for name in (*getattr(model_class, "config_bases", ()), model)
+            for name in (*self._config_bases(model_class), model)
         ]
         dataset_yaml = DATASET_CONFIG_DIR / f"{dataset}.yaml"
         candidates = [
@@ -85,6 +85,13 @@ class Config(RecBoleConfig):
             Path(data_path) / dataset / f"{dataset}.yaml",
         ]
         return [f for f in candidates if f is not None and f.is_file()]
+
+    def _config_bases(self, model_class: type) -> tuple[str, ...]:
+        """The models whose yamls a model reads first: its ``config_bases``, or the model
+        its ``backbone_key`` names in the external settings (InvRL: ``invrl_backbone``)."""
+        key = getattr(model_class, "backbone_key", None)
+        backbone = self.external_config_dict.get(key) if key else None
+        return (canonical_model_name(backbone),) if backbone else tuple(getattr(model_class, "config_bases", ()))
 
     def compatibility_settings(self):
         """RecBole restores the NumPy aliases removed in 1.24 (``np.float`` ...) from

@@ -70,7 +70,7 @@ def diagnose(exp, truth_dir: str | None = None) -> tuple[Path, Path, Path]:
                         for entry in record["mask"] for epoch, values in enumerate(entry["epochs"], start=1)],
         "m4_environments": _environment_sources(config, frozen, interactions, truth),
         "planted_separability": _separability(frozen, interactions, truth),
-        "final_ndcg@10": _final_models(exp, result, truth, overrides, frozen.model.content.dim),
+        "final_ndcg@10": _final_models(exp, result, truth, overrides, frozen.parts.dim),
         "test_result": result["test_result"],
         "record_path": result["record_path"],
     }
@@ -112,7 +112,7 @@ def _environment_sources(config, frozen: FrozenBackbone, interactions: TrainingI
     for name, envs in sources.items():
         init_seed(config["seed"], config["reproducibility"])
         num_envs = int(envs.max()) + 1
-        learner = MaskLearner(frozen, torch.full((frozen.model.content.dim,), 0.5, device=device), num_envs,
+        learner = MaskLearner(frozen, torch.full((frozen.parts.dim,), 0.5, device=device), num_envs,
                               config["mask_sigma"], config["mask_type"], config["mask_reg"], config["mask_model_start"])
         history = learn_mask(learner, interactions, envs, epochs, config["train_batch_size"], config["learning_rate"],
                              config["mask_lr"], config["alpha"], config["mask_lambda"])
@@ -130,7 +130,7 @@ def _separability(frozen: FrozenBackbone, interactions: TrainingInteractions,
     if truth is None or truth.envs is None or truth.roles is None or truth.envs.max() != 1:
         return {}
     spurious = torch.as_tensor(truth.roles == 0, dtype=torch.float32, device=interactions.users.device)
-    weight = frozen.model.projection.weight * spurious
+    weight = frozen.projection * spurious
     scores = torch.cat([
         (F.linear(frozen.content_rows(items), weight) * frozen.user_parts(users)[1]).sum(-1)
         for users, items in zip(interactions.users.split(16384), interactions.items.split(16384))

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from recbole_invrl.invariance.backbone import InvarianceParts
 from recbole_invrl.model.common import item_rows
-from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 
 CONTENT_TABLE_BYTES = 256 * 2**20  # FrozenBackbone keeps a content table up to this size
 
@@ -101,53 +101,50 @@ def environment_batches(envs: torch.Tensor, num_envs: int, batch_size: int, cycl
 
 
 class FrozenBackbone:
-    """The pretrained UltraGCN-MM as M3/M4 use it: id embeddings frozen, content fixed.
+    """A pretrained backbone as M3/M4 see it: its parts in the form of eq. 14 (id
+    embeddings frozen, content fixed; ``recbole_invrl.invariance.backbone``) and its loss.
 
     ``content_rows`` gives c_i of the items asked for, without gradient, so the environment
-    and mask models can gate it (1 - m, mu) and project it themselves. The word
-    modalities' (n_items, width) tables are computed once here. A (n_items, D) content
-    table is built when it takes at most ``table_bytes`` (the rows are then one gather);
-    above that (Kwai: 86,483 x 2,048 floats, 0.7 GB) rows are gathered from the dataset's
-    matrix and normalised on demand, so the features are not held twice."""
+    and mask models can gate it (1 - m, mu) and project it themselves. A (n_items, D)
+    content table is built when it takes at most ``table_bytes`` (the rows are then one
+    gather); above that (Kwai: 86,483 x 2,048 floats, 0.7 GB) rows are computed on demand
+    from the dataset's matrix, so the features are not held twice."""
 
-    def __init__(self, backbone: UltraGCNMM, table_bytes: int = CONTENT_TABLE_BYTES):
-        self.model = backbone
+    def __init__(self, backbone, table_bytes: int = CONTENT_TABLE_BYTES):
+        self.model = backbone  # its interaction_losses, sample_negatives, training_items, forward
+        training = backbone.training
+        backbone.eval()
         with torch.no_grad():
-            encoder = backbone.content
-            self.word_tables = {field: encoder.word_table(field) for field in encoder.word_embeddings}
-            self.user_weight = backbone.user_embedding.weight.detach()
-            self.item_weight = backbone.item_embedding.weight.detach()
-            table_size = backbone.n_items * encoder.dim * self.user_weight.element_size()
-            self.table = None
-            if table_size <= table_bytes:
-                self.table = self.content_rows(None)  # every item, computed on demand
-        self.embedding_size = backbone.embedding_size
+            self.parts: InvarianceParts = backbone.invariance_parts()
+            table_size = self.parts.n_items * self.parts.dim * self.parts.projection.element_size()
+            self.table = self.parts.content_rows(None) if table_size <= table_bytes else None
+        backbone.train(training)
+
+    @property
+    def projection(self) -> torch.Tensor:
+        """The pretrained W (C, D)."""
+        return self.parts.projection
 
     def content_rows(self, items: torch.Tensor | None) -> torch.Tensor:
         """Unmasked c_i of ``items`` (any shape) -> (*shape, D), a fresh tensor; ``items``
         None: every item (the content table itself where there is one: read it only)."""
         if self.table is not None:
             return self.table if items is None else self.table[items]
-        if items is None:
-            items = torch.arange(self.model.n_items, device=self.user_weight.device)
-        with torch.no_grad():
-            return self.model.content.raw(items, self.word_tables)
+        return self.parts.content_rows(items)
 
     def content_table(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(rows, index): ``rows[index]`` is c_i of ``items`` (any shape); the rows are
         the batch's items, each once (``item_rows``)."""
-        rows, index = item_rows(items, self.model.n_items)
+        rows, index = item_rows(items, self.parts.n_items)
         return self.content_rows(rows), index
 
     def user_parts(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(p_u^(t), p_u^(c)) of eq. 14."""
-        vectors = self.user_weight[users]
-        return vectors[:, : self.embedding_size], vectors[:, self.embedding_size :]
+        """(the id part of the user vector, p_u^(c)) of eq. 14."""
+        return self.parts.user_ids[users], self.parts.user_content[users]
 
     def id_scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """<p_u^(t), t_i> for items (B, M)."""
-        user_ids, _ = self.user_parts(users)
-        return torch.linalg.vecdot(F.embedding(items, self.item_weight), user_ids.unsqueeze(1))
+        """s_id(u, i) for items (B, M)."""
+        return torch.linalg.vecdot(F.embedding(items, self.parts.item_ids), self.parts.user_ids[users].unsqueeze(1))
 
     @torch.no_grad()
     def scores(self, interactions: TrainingInteractions, chunk: int = 16384) -> torch.Tensor:

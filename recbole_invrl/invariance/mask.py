@@ -93,7 +93,7 @@ class MaskLearner(nn.Module):
         self.num_envs, self.sigma = num_envs, sigma
         self.mask_type, self.mask_reg = mask_type, mask_reg
         self.mask = nn.Parameter(mask.detach().clone())
-        pretrained = frozen.model.projection.weight.detach()
+        pretrained = frozen.projection
         weight = pretrained.clone() if model_start == "pretrained" else torch.randn_like(pretrained) * RANDOM_INIT_STD
         self.weight = nn.Parameter(weight)  # W of Gamma^mask
 
@@ -130,7 +130,7 @@ class MaskLearner(nn.Module):
         env_grads = torch.bmm(batch.padded(user_content).transpose(1, 2), batch.padded(per_row)) * mu  # g_e (E, C, D)
         penalty = (squared_deviations(env_grads, active) * mu).square().sum()
         regulariser = self.regulariser()
-        l2 = 0.5 * self.frozen.model.proj_reg_weight * self.weight.square().sum()
+        l2 = 0.5 * self.frozen.parts.content_reg * self.weight.square().sum()
         total = risk + alpha * penalty + lam * regulariser + l2
         return MaskLoss(total, risk, penalty, regulariser)
 

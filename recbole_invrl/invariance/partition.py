@@ -78,7 +78,7 @@ class EnvironmentModels(nn.Module):
     def __init__(self, frozen: FrozenBackbone, num_envs: int, mask: torch.Tensor, l1_weight: float):
         super().__init__()
         self.frozen = frozen
-        pretrained = frozen.model.projection.weight.detach()
+        pretrained = frozen.projection
         # One parameter per environment: an environment without rows in a step gets no
         # gradient, and Adam leaves it alone (as if it trained separately).
         self.weights = nn.ParameterList([nn.Parameter(pretrained.clone()) for _ in range(num_envs)])
@@ -124,7 +124,7 @@ class EnvironmentModels(nn.Module):
         """L1 on the invariant columns of every W_e (``weight``, stacked), plus the
         backbone's L2 on projections, for the environments ``active`` in the step."""
         l1 = (weight.abs() * self.invariant_gate).sum((1, 2))
-        l2 = 0.5 * self.frozen.model.proj_reg_weight * weight.square().sum((1, 2))
+        l2 = 0.5 * self.frozen.parts.content_reg * weight.square().sum((1, 2))
         return ((self.l1_weight * l1 + l2) * active).sum()
 
     def loss(self, users, positives, negatives, items, batch: EnvironmentBatch) -> torch.Tensor:
@@ -151,7 +151,7 @@ class EnvironmentModels(nn.Module):
     def projected(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """W_e (g * c_i) for the distinct ``items`` under every environment, as one
         (U, E, C) table from a single matmul, and the inverse index of ``items`` into it."""
-        unique, inverse = distinct_items(items, self.frozen.model.n_items)
+        unique, inverse = distinct_items(items, self.frozen.parts.n_items)
         weight = self.stacked_weight()
         n_envs, size, dim = weight.shape
         gated = weight.reshape(n_envs * size, dim) * self.content_gate
@@ -173,14 +173,14 @@ class EnvironmentModels(nn.Module):
     def log_normalisers(self, samples: int) -> torch.Tensor:
         """(n_users, E): log sum_j exp Gamma^(e)(u, j) over ``samples`` uniform items j per
         user (up to a constant shared by all environments)."""
-        model = self.frozen.model
-        device = self.frozen.user_weight.device
-        users = torch.arange(model.n_users, device=device).repeat_interleave(samples)
-        items = torch.randint(1, model.n_items, (len(users),), device=device)
+        parts = self.frozen.parts
+        device = parts.user_ids.device
+        users = torch.arange(parts.n_users, device=device).repeat_interleave(samples)
+        items = torch.randint(1, parts.n_items, (len(users),), device=device)
         scores = torch.cat([
             self.all_scores(u, i) for u, i in zip(users.split(ASSIGN_CHUNK), items.split(ASSIGN_CHUNK))
         ])
-        return torch.logsumexp(scores.view(model.n_users, samples, -1), dim=1)
+        return torch.logsumexp(scores.view(parts.n_users, samples, -1), dim=1)
 
 
 class FreshEnvironmentModels(EnvironmentModels):
@@ -189,15 +189,15 @@ class FreshEnvironmentModels(EnvironmentModels):
 
     def __init__(self, frozen: FrozenBackbone, num_envs: int, mask: torch.Tensor, l1_weight: float):
         super().__init__(frozen, num_envs, mask, l1_weight)
-        model = frozen.model
+        parts = frozen.parts
         device = mask.device
         self.content_gate.fill_(1.0)  # the release's environment models see all of c
         with torch.no_grad():
             for weight in self.weights:
                 weight.normal_(0.0, FRESH_INIT_STD)
-        width = model.embedding_size + model.content_size
-        self.user = nn.Parameter(torch.randn(num_envs, model.n_users, width, device=device) * FRESH_INIT_STD)
-        self.item = nn.Parameter(torch.randn(num_envs, model.n_items, model.embedding_size, device=device) * FRESH_INIT_STD)
+        width = parts.id_size + parts.content_size
+        self.user = nn.Parameter(torch.randn(num_envs, parts.n_users, width, device=device) * FRESH_INIT_STD)
+        self.item = nn.Parameter(torch.randn(num_envs, parts.n_items, parts.id_size, device=device) * FRESH_INIT_STD)
 
     def optimizer(self, learning_rate: float) -> list[torch.optim.Optimizer]:
         """Adagrad for the id embeddings (a step without rows leaves an environment's
@@ -206,7 +206,8 @@ class FreshEnvironmentModels(EnvironmentModels):
 
     def user_vectors(self, users, envs):
         vectors = self.user[envs, users]
-        return vectors[:, : self.frozen.embedding_size], vectors[:, self.frozen.embedding_size :]
+        size = self.frozen.parts.id_size
+        return vectors[:, :size], vectors[:, size:]
 
     def id_scores(self, users, items, envs):
         user_ids, _ = self.user_vectors(users, envs)
@@ -216,12 +217,12 @@ class FreshEnvironmentModels(EnvironmentModels):
     def regularisation(self, active, weight):
         """The backbone's L2 on each model's own id embeddings, on top of the projections'."""
         ids = self.user.square().sum((1, 2)) + self.item.square().sum((1, 2))
-        return super().regularisation(active, weight) + 0.5 * self.frozen.model.id_reg_weight * (ids * active).sum()
+        return super().regularisation(active, weight) + 0.5 * self.frozen.parts.id_reg * (ids * active).sum()
 
     def all_scores(self, users, items):
         projected, inverse = self.projected(items)  # (U, E, C)
         vectors = self.user[:, users]  # (E, n, K + C)
-        size = self.frozen.embedding_size
+        size = self.frozen.parts.id_size
         ids = (vectors[..., :size] * self.item[:, items]).sum(-1)  # (E, n)
         content = (projected[inverse] * vectors[..., size:].transpose(0, 1)).sum(-1)  # (n, E)
         return ids.T + content

@@ -82,6 +82,7 @@ class ContentEncoder(nn.Module):
         item_feat = dataset.get_item_feature()
         self.word_embeddings = nn.ModuleDict()
         self._layout: list[tuple[str, int]] = []
+        self._n_items = len(item_feat)
         for field in self.fields:
             values = item_feat[field]
             if dataset.field2type[field] == FeatureType.FLOAT_SEQ:
@@ -115,6 +116,25 @@ class ContentEncoder(nn.Module):
     @property
     def dim(self) -> int:
         return sum(width for _, width in self._layout)
+
+    @property
+    def n_items(self) -> int:
+        return self._n_items
+
+    def frozen_rows(self):
+        """A function giving unmasked c_i without gradient for ``items`` (any shape; None:
+        every item), with each word modality's table computed once, as the content stays
+        fixed (InvRL's M3 and M4)."""
+        with torch.no_grad():
+            tables = {field: self.word_table(field) for field in self.word_embeddings}
+
+        @torch.no_grad()
+        def rows(items: torch.Tensor | None) -> torch.Tensor:
+            if items is None:
+                items = torch.arange(self.n_items, device=self.content_mask.device)
+            return self.raw(items, tables)
+
+        return rows
 
     def set_mask(self, mask: torch.Tensor) -> None:
         """Set the D-vector multiplying c_i (InvRL's m, or 1 - m)."""

@@ -90,7 +90,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             self._invariance_stages(train_data, valid_data, verbose, show_progress, iterations)
         self.model.start_final_model()
         self._seed(2 * iterations + 1, train_data)
-        self._log("final", "M5/M6: fresh UltraGCN-MM on Phi = m * c, RecBole fit loop")
+        self._log("final", f"M5/M6: a fresh {type(self.model.final).__name__} on Phi = m * c, RecBole fit loop")
         start = time()
         result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
         self.record["stage_seconds"]["final"] = time() - start

@@ -111,7 +111,7 @@ def test_loss_equals_a_dense_autograd_reference(frozen_factory):
     features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 2))
     frozen, interactions, data = frozen_factory(features, pairs, n_users=8, proj_reg_weight=0.3)
     with torch.no_grad():
-        frozen.user_weight.normal_(generator=torch.Generator().manual_seed(3))
+        frozen.model.user_embedding.weight.normal_(generator=torch.Generator().manual_seed(3))  # the parts share it
     envs = _envs_for(interactions, data, pairs, planted)
     learner = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), num_envs=2, sigma=0.0)
     with torch.no_grad():

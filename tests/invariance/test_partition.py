@@ -136,7 +136,7 @@ def test_training_scores_equal_the_scores_of_every_environment(frozen_factory, k
     features, pairs, _ = planted_style_data(n_users=8, n_items=16, per_env=(3, 3))
     frozen, interactions, _ = frozen_factory(features, pairs, n_users=8)
     with torch.no_grad():
-        frozen.user_weight.normal_(generator=torch.Generator().manual_seed(0))
+        frozen.model.user_embedding.weight.normal_(generator=torch.Generator().manual_seed(0))  # the parts share it
     models = environment_models(kind, frozen, 3, torch.tensor([0.9, 0.5, 0.2, 0.0]), l1_weight=0.0)
     with torch.no_grad():
         for weight in models.weights:

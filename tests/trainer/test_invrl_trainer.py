@@ -173,3 +173,30 @@ def test_a_planted_truth_in_the_dataset_folder_is_scored_in_the_record(clusters,
     assert "ari" not in json.loads(open(run(clusters)["record_path"]).read())["partition"][0]
     record = json.loads(open(run(clusters, truth_dir=str(elsewhere))["record_path"]).read())
     assert "ari" in record["partition"][0] and "auc" in record["mask"][0]
+
+
+def test_invrl_over_vbpr_runs_every_stage_and_its_mask_reaches_the_final_model(clusters, monkeypatch):
+    from recbole_invrl.model.general_recommender import VBPR
+
+    stages = []
+    real_fit = InvRLTrainer.learn_mask
+    monkeypatch.setattr(InvRLTrainer, "learn_mask", lambda self, *a, **k: (stages.append("M4"), real_fit(self, *a, **k)))
+    result = run(clusters, invrl_backbone="VBPR")
+    assert stages == ["M4", "M4"]
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
+    assert "final.visual_projection.weight" in checkpoint and "backbone.content_bias.weight" in checkpoint
+    mask = np.load(result["mask_path"])
+    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    assert not np.allclose(mask, 0.5)  # M4 moved it
+    record = json.loads(open(result["record_path"]).read())
+    assert len(record["partition"]) == 4 and all(sum(p["env_sizes"]) > 0 for p in record["partition"])
+    from recbole_invrl.config import Config
+    config = Config("InvRL", "clusters", config_dict={"data_path": str(clusters), "invrl_backbone": "VBPR"})
+    assert config["reg_weight"] == 0.0001  # VBPR.yaml is read, then InvRL.yaml
+    assert config["train_neg_sample_args"]["distribution"] == "none"
+    assert VBPR.content_reg_key is None  # no final_proj_reg_weight override for VBPR
+
+
+def test_a_backbone_without_invariance_parts_is_refused(clusters):
+    with pytest.raises(ValueError, match="invrl_backbone: 'BPR' cannot be InvRL's backbone"):
+        run(clusters, invrl_backbone="BPR")

@@ -1,10 +1,15 @@
-"""InvRL (paper §2.3): invariant representation learning on an UltraGCN-MM backbone.
+"""InvRL (paper §2.3): invariant representation learning on a multimodal backbone.
 
-The model holds two UltraGCN-MM instances on the same data: ``backbone``, trained on the
-raw content c (stage 0) and then read with frozen id embeddings by the environment (M3)
-and mask (M4) stages, and ``final``, a fresh model on the invariant representation
+The model holds two instances of the backbone (``invrl_backbone``, UltraGCN-MM by default,
+as in the paper; any plugin model with ``invariance_parts``, see
+``recbole_invrl.invariance.backbone``) on the same data: ``backbone``, trained on the raw
+content c (stage 0) and then read with frozen id embeddings by the environment (M3) and
+mask (M4) stages, and ``final``, a fresh model on the invariant representation
 Phi = m * c (eq. 4, M5) trained by RecBole's fit loop (M6, eq. 13). ``mask`` is m.
 Training, prediction and full ranking use ``final``. ``InvRLTrainer`` runs Algorithm 1.
+
+Every backbone trains here on the positives of RecBole's dataloader and draws its
+negatives on the device (``train_neg_sample_args: ~``).
 """
 from __future__ import annotations
 
@@ -14,8 +19,21 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from recbole_invrl.model.abstract_recommender import MultimodalRecommender
 from recbole_invrl.model.common import final_mask
-from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
+
+
+def backbone_class_of(config) -> type:
+    """The model class ``invrl_backbone`` names: a plugin multimodal model with
+    ``invariance_parts``."""
+    from recbole_invrl.utils import get_model
+
+    name = config["invrl_backbone"] or "UltraGCNMM"
+    model = get_model(name)
+    if not (isinstance(model, type) and issubclass(model, MultimodalRecommender) and hasattr(model, "invariance_parts")):
+        raise ValueError(f"invrl_backbone: '{name}' cannot be InvRL's backbone; expected a recbole_invrl multimodal "
+                         "model with invariance_parts (e.g. UltraGCNMM, VBPR)")
+    return model
 
 
 def config_with(config, **overrides):
@@ -29,13 +47,17 @@ class InvRL(GeneralRecommender):
     """Backbone for M3/M4, invariant mask m, and the final model Gamma* on m * c."""
 
     input_type = InputType.POINTWISE
-    config_bases = ("UltraGCNMM",)  # InvRL.yaml is read on top of UltraGCNMM.yaml
+    backbone_key = "invrl_backbone"  # InvRL.yaml is read on top of this model's yaml
+    config_bases = ("UltraGCNMM",)  # ... UltraGCNMM.yaml unless invrl_backbone names another
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.backbone = UltraGCNMM(config, dataset)
-        final_config = config_with(config, proj_reg_weight=config["final_proj_reg_weight"])
-        self.final = UltraGCNMM(final_config, dataset, shared=self.backbone)
+        backbone_class = backbone_class_of(config)
+        self.backbone = backbone_class(config, dataset)
+        final_config = config
+        if backbone_class.content_reg_key:
+            final_config = config_with(config, **{backbone_class.content_reg_key: config["final_proj_reg_weight"]})
+        self.final = backbone_class(final_config, dataset, shared=self.backbone)
         self.register_buffer("mask", torch.full((self.backbone.content.dim,), 0.5))
         self.mask_type = config["mask_type"]
 

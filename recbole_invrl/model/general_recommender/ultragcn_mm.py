@@ -15,33 +15,28 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
 from recbole_invrl.distributed import loss_scale
-from recbole_invrl.model.common import (
-    AllItemsCache,
-    gathered_dot,
-    item_rows,
-    non_negative,
-    positive_int,
-)
-from recbole_invrl.model.content import ContentEncoder
+from recbole_invrl.invariance.backbone import InvarianceParts
+from recbole_invrl.model.abstract_recommender import MultimodalRecommender
+from recbole_invrl.model.common import gathered_dot, item_rows, non_negative, positive_int
 from recbole_invrl.model.item_graph import item_item_neighbors
 
 GRAPH_BUFFERS = ("neighbor_index", "neighbor_weight", "beta_user", "beta_item")
 
 
-class UltraGCNMM(GeneralRecommender):
+class UltraGCNMM(MultimodalRecommender):
     """UltraGCN with a linear projection of item content (eq. 14-20)."""
 
     input_type = InputType.POINTWISE
+    content_reg_key = "proj_reg_weight"  # InvRL's final_proj_reg_weight replaces it in the final model
 
     def __init__(self, config, dataset, shared: "UltraGCNMM | None" = None):
         """``shared``: another UltraGCNMM on the same data whose data-derived buffers
         (content features, degrees, neighbour table) are reused instead of recomputed."""
-        super().__init__(config, dataset)
+        super().__init__(config, dataset, shared)
         self.embedding_size = positive_int(config, "embedding_size")
         self.content_size = positive_int(config, "content_size")
         self.neg_num = positive_int(config, "neg_num")
@@ -56,12 +51,6 @@ class UltraGCNMM(GeneralRecommender):
         self.proj_reg_weight = non_negative(config, "proj_reg_weight", float)
         self.loss_scale = loss_scale(config)  # the batch sum is split over DDP ranks
 
-        self.content = ContentEncoder(
-            dataset,
-            config["content_fields"],
-            positive_int(config, "word_embedding_size"),
-            shared=shared.content if shared is not None else None,
-        )
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size + self.content_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         self.projection = nn.Linear(self.content.dim, self.content_size, bias=False)
@@ -73,15 +62,6 @@ class UltraGCNMM(GeneralRecommender):
         else:
             for name in GRAPH_BUFFERS:
                 self.register_buffer(name, getattr(shared, name), persistent=False)
-        self._all_items = AllItemsCache()
-
-    def share_data_from(self, other: "UltraGCNMM") -> None:
-        """Point every data-derived (non-persistent) buffer at ``other``'s, e.g. after ``.to()``
-        gave each model its own copy."""
-        source_modules = dict(other.named_modules())
-        for name, module in self.named_modules():
-            for buffer in module._non_persistent_buffers_set:
-                setattr(module, buffer, getattr(source_modules[name], buffer))
 
     # ----------------------------------------------------------------- graph weights
     def _register_graph_buffers(self, interactions) -> None:
@@ -100,31 +80,17 @@ class UltraGCNMM(GeneralRecommender):
         self.register_buffer("beta_user", user_factor, persistent=False)
         self.register_buffer("beta_item", 1.0 / (item_degree + 1).sqrt(), persistent=False)
 
-    # ----------------------------------------------------------------- content mask
-    @property
-    def content_layout(self) -> list[tuple[str, int]]:
-        """(field, width) of each modality in c_i, in order."""
-        return self.content.layout
-
-    @property
-    def content_mask(self) -> torch.Tensor:
-        return self.content.content_mask
-
-    def set_content_mask(self, mask: torch.Tensor) -> None:
-        """Multiply c_i by ``mask`` (a D-vector) from now on."""
-        self.content.set_mask(mask)
-
     # ----------------------------------------------------------------- scoring
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """[p_u^(t), p_u^(c)] of eq. 14."""
+        return self.user_embedding(users)
+
     def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
         """[t_i, W (m * c_i)] for each entry of ``items`` (any shape) -> (*shape, embedding
         + content size); ``items`` None: every item, with no rows gathered."""
         content = self.content.projected(items, self.projection.weight)
         ids = self.item_embedding.weight if items is None else self.item_embedding(items)
         return torch.cat([ids, content], dim=-1)
-
-    def all_item_vectors(self) -> torch.Tensor:
-        """Vectors of every item; cached until a parameter changes."""
-        return self._all_items.get(self, self.item_vectors)
 
     def item_table(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(vectors, index): ``vectors[index]`` are the vectors of ``items`` (any shape),
@@ -202,11 +168,17 @@ class UltraGCNMM(GeneralRecommender):
         )
         return 0.5 * (self.id_reg_weight * id_norm + self.proj_reg_weight * content_norm)
 
-    # ----------------------------------------------------------------- RecBole API
-    def predict(self, interaction):
-        return self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])
-
-    def full_sort_predict(self, interaction):
-        users = self.user_embedding(interaction[self.USER_ID])
-        return (users @ self.all_item_vectors().T).reshape(-1)
+    # ----------------------------------------------------------------- InvRL
+    def invariance_parts(self) -> InvarianceParts:
+        """Eq. 14 itself: s_id = <p_u^(t), t_i>, p_u^(c) the user vector's content half."""
+        users = self.user_embedding.weight.detach()
+        return InvarianceParts(
+            user_ids=users[:, : self.embedding_size],
+            item_ids=self.item_embedding.weight.detach(),
+            user_content=users[:, self.embedding_size :],
+            projection=self.projection.weight.detach(),
+            content_rows=self.content.frozen_rows(),
+            content_reg=self.proj_reg_weight,
+            id_reg=self.id_reg_weight,
+        )
 

@@ -1,49 +1,48 @@
 """VBPR (He & McAuley, "VBPR: Visual Bayesian Personalized Ranking from Implicit Feedback",
 AAAI 2016) on the plugin's multimedia content.
 
-    score(u, i) = beta_i + <gamma_u, gamma_i> + <theta_u, E c_i> + <beta', c_i>
+    score(u, i) = beta_i + <gamma_u, gamma_i> + <theta_u, E c_i> + <beta', c_i>     (eq. 2)
 
 ``c_i`` is the content vector of ``ContentEncoder`` (the same ``content_fields`` as
 UltraGCN-MM: each float_seq modality L2-normalised, token_seq word bags through a learned
 word embedding), ``E`` a (content dim -> ``visual_size``) linear map and ``beta'`` a content
 bias vector. The user bias and the global offset cancel in BPR and are left out, as in the
-paper. Training is BPR on RecBole's own negative sampler (``InputType.PAIRWISE``; the
-RecBole default ``train_neg_sample_args``, one uniform negative per positive) plus L2
-(``reg_weight``) on the embeddings and item biases the batch uses.
+paper. Training is BPR (eq. 3-4): -log sigma(s_ui - s_uj) for a positive i and a uniform
+negative j, plus L2 (``reg_weight``) on the embeddings and item biases the batch uses.
+The negative comes from RecBole's sampler (``train_neg_sample_args``, one per positive)
+or, where the dataloader gives none (``train_neg_sample_args: ~``, as inside InvRL), is
+drawn on the model's device.
 
-Internally the item side is one vector ``[gamma_i, E c_i]`` and one bias
-``beta_i + <beta', c_i>``, the user side one vector ``[gamma_u, theta_u]``.
+Internally a user is ``[gamma_u, theta_u, 1]`` and an item ``[gamma_i, E c_i, beta_i +
+<beta', c_i>]``, so that every score is one dot product.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_invrl.model.common import AllItemsCache, distinct_items, non_negative, positive_int
-from recbole_invrl.model.content import ContentEncoder
+from recbole_invrl.invariance.backbone import InvarianceParts
+from recbole_invrl.model.abstract_recommender import MultimodalRecommender
+from recbole_invrl.model.common import distinct_items, non_negative, positive_int
 
 PROJECTION_CHUNK = 8192  # items whose content is projected at once when scoring all items
 
 
-class VBPR(GeneralRecommender):
+class VBPR(MultimodalRecommender):
     """Visual BPR: matrix factorisation plus a linear projection of item content."""
 
     input_type = InputType.PAIRWISE
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+    def __init__(self, config, dataset, shared: "VBPR | None" = None):
+        super().__init__(config, dataset, shared)
         self.embedding_size = positive_int(config, "embedding_size")
         self.visual_size = _visual_size(config, self.embedding_size)
         self.id_size = self.embedding_size - self.visual_size
         self.reg_weight = non_negative(config, "reg_weight")
         _check_negative_sampling(config)
 
-        self.content = ContentEncoder(
-            dataset, config["content_fields"], positive_int(config, "word_embedding_size")
-        )
         # user: [gamma_u, theta_u]; item: gamma_i and beta_i
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.id_size)
@@ -55,55 +54,61 @@ class VBPR(GeneralRecommender):
         nn.init.xavier_normal_(self.visual_projection.weight)
         nn.init.zeros_(self.item_bias.weight)
         nn.init.zeros_(self.content_bias.weight)
-        self._all_items = AllItemsCache()
 
-    @property
-    def content_layout(self) -> list[tuple[str, int]]:
-        """(field, width) of each modality in c_i, in order."""
-        return self.content.layout
+    # ----------------------------------------------------------------- vectors
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """[gamma_u, theta_u, 1]."""
+        vectors = self.user_embedding(users)
+        return torch.cat([vectors, vectors.new_ones(*vectors.shape[:-1], 1)], dim=-1)
 
-    # ----------------------------------------------------------------- item side
-    def _content_terms(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E c_i, <beta', c_i>) for a 1-D tensor of items."""
+    def _content_terms(self, items: torch.Tensor) -> torch.Tensor:
+        """[E c_i, <beta', c_i>] for a 1-D tensor of items."""
         content = self.content(items)
-        return self.visual_projection(content), self.content_bias(content).squeeze(-1)
+        return torch.cat([self.visual_projection(content), self.content_bias(content)], dim=-1)
 
-    def item_terms(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item vectors [gamma_i, E c_i] (*shape, embedding_size) and biases
-        beta_i + <beta', c_i> (*shape) for ``items`` of any shape; the content of each
-        distinct item is encoded and projected once."""
-        unique, inverse = distinct_items(items, self.n_items)
-        visual, content_bias = self._content_terms(unique)
-        vectors = torch.cat([self.item_embedding(items), F.embedding(inverse, visual)], dim=-1)
-        biases = self.item_bias(items).squeeze(-1) + content_bias[inverse]
-        return vectors, biases
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """[gamma_i, E c_i, beta_i + <beta', c_i>] for ``items`` of any shape, the content
+        of each distinct item projected once; None: every item, in chunks."""
+        if items is None:
+            all_items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
+            content = torch.cat([self._content_terms(chunk) for chunk in all_items.split(PROJECTION_CHUNK)])
+            ids, biases = self.item_embedding.weight, self.item_bias.weight
+        else:
+            unique, inverse = distinct_items(items, self.n_items)
+            content = F.embedding(inverse, self._content_terms(unique))
+            ids, biases = self.item_embedding(items), self.item_bias(items)
+        visual, content_bias = content[..., :-1], content[..., -1:]
+        return torch.cat([ids, visual, biases + content_bias], dim=-1)
 
-    def all_item_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``item_terms`` of every item, content projected in chunks on the model's device;
-        cached (outside autograd) until a parameter or the content mask changes."""
-        return self._all_items.get(self, self._compute_all_item_terms)
-
-    def _compute_all_item_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
-        items = torch.arange(self.n_items, device=self.item_embedding.weight.device)
-        visual, content_bias = zip(*(self._content_terms(c) for c in items.split(PROJECTION_CHUNK)))
-        vectors = torch.cat([self.item_embedding.weight, torch.cat(visual)], dim=1)
-        return vectors, self.item_bias.weight.squeeze(-1) + torch.cat(content_bias)
-
-    # ----------------------------------------------------------------- scoring and loss
+    # ----------------------------------------------------------------- loss
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of B users against ``items`` of shape (B,)."""
-        vectors, biases = self.item_terms(items)
-        return (self.user_embedding(users) * vectors).sum(-1) + biases
+        """Scores of B users against ``items`` of shape (B,) or (B, M)."""
+        user_vectors = self.user_vectors(users)
+        if items.dim() == 2:
+            user_vectors = user_vectors.unsqueeze(1)
+        return (user_vectors * self.item_vectors(items)).sum(-1)
+
+    def sample_negatives(self, batch_size: int) -> torch.Tensor:
+        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
+        return torch.randint(1, self.n_items, (batch_size, 1), device=self.item_embedding.weight.device)
+
+    def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """[i, j] per positive -> (B, 2)."""
+        return torch.cat([positives.unsqueeze(1), negatives], dim=1)
+
+    def interaction_losses(self, scores, users, positives, negatives) -> torch.Tensor:
+        """-log sigma(s_ui - s_uj) of each positive (eq. 4), from the scores of ``training_items``."""
+        return F.softplus(scores[:, 1] - scores[:, 0])
 
     def calculate_loss(self, interaction):
         users = interaction[self.USER_ID]
         positives = interaction[self.ITEM_ID]
-        negatives = interaction[self.NEG_ITEM_ID]
-        items = torch.stack([positives, negatives], dim=1)  # (B, 2): one unique() for both
-        vectors, biases = self.item_terms(items)
-        user_vectors = self.user_embedding(users)
-        scores = (user_vectors.unsqueeze(1) * vectors).sum(-1) + biases
-        bpr = F.softplus(scores[:, 1] - scores[:, 0]).mean()  # -log sigma(s_ui - s_uj)
+        if self.NEG_ITEM_ID in interaction:
+            negatives = interaction[self.NEG_ITEM_ID].unsqueeze(1)
+        else:
+            negatives = self.sample_negatives(len(users))
+        items = self.training_items(positives, negatives)  # (B, 2): one projection for both
+        bpr = self.interaction_losses(self.forward(users, items), users, positives, negatives).mean()
         return bpr + self.reg_weight * self.l2_loss(users, items)
 
     def l2_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -116,14 +121,22 @@ class VBPR(GeneralRecommender):
         )
         return 0.5 * squares / len(users)
 
-    # ----------------------------------------------------------------- RecBole API
-    def predict(self, interaction):
-        return self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])
-
-    def full_sort_predict(self, interaction):
-        vectors, biases = self.all_item_terms()
-        users = self.user_embedding(interaction[self.USER_ID])
-        return (torch.addmm(biases.unsqueeze(0), users, vectors.T)).reshape(-1)
+    # ----------------------------------------------------------------- InvRL
+    def invariance_parts(self) -> InvarianceParts:
+        """s_id = beta_i + <gamma_u, gamma_i> as <[gamma_u, 1], [gamma_i, beta_i]>, and
+        <theta_u, E c_i> + <beta', c_i> as <[theta_u, 1], [E; beta'] c_i>. VBPR's L2 is on
+        the batch's embeddings, none on E."""
+        users = self.user_embedding.weight.detach()
+        ones = users.new_ones(len(users), 1)
+        return InvarianceParts(
+            user_ids=torch.cat([users[:, : self.id_size], ones], dim=1),
+            item_ids=torch.cat([self.item_embedding.weight, self.item_bias.weight], dim=1).detach(),
+            user_content=torch.cat([users[:, self.id_size :], ones], dim=1),
+            projection=torch.cat([self.visual_projection.weight, self.content_bias.weight]).detach(),
+            content_rows=self.content.frozen_rows(),
+            content_reg=0.0,
+            id_reg=self.reg_weight,
+        )
 
 
 def _visual_size(config, embedding_size: int) -> int:
@@ -146,6 +159,8 @@ def _visual_size(config, embedding_size: int) -> int:
 
 def _check_negative_sampling(config) -> None:
     args = config["train_neg_sample_args"]
+    if args is None or (isinstance(args, dict) and args.get("distribution") == "none"):
+        return  # no sampler (RecBole's form of ~): the model draws its negatives
     sample_num = args.get("sample_num") if isinstance(args, dict) else None
     if (
         not isinstance(args, dict)
@@ -155,7 +170,7 @@ def _check_negative_sampling(config) -> None:
         or sample_num < 1
     ):
         raise ValueError(
-            "train_neg_sample_args: VBPR is trained pairwise (BPR) and needs RecBole's negative "
-            "sampler, e.g. {distribution: uniform, sample_num: 1}; got "
+            "train_neg_sample_args: VBPR is trained pairwise (BPR): give RecBole's negative "
+            "sampler, e.g. {distribution: uniform, sample_num: 1}, or ~ to draw on the device; got "
             f"{args!r}"
         )

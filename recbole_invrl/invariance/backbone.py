@@ -1,0 +1,72 @@
+"""What InvRL's M3 and M4 need from a backbone, and nothing more.
+
+InvRL is a framework (§2.3): any recommender whose score is linear in a projection of the
+item content can be its backbone. After pretraining, with the id embeddings frozen, such a
+score has the form of eq. 14,
+
+    Gamma(u, i, g * c_i) = s_id(u, i) + <p_u^(c), W (g * c_i)>,
+
+where g is the content gate (1 in pretraining, 1 - m in M3, mu in M4), s_id the part that
+does not see content, p_u^(c) the user's content vector and W the content projection. A
+backbone gives these as ``InvarianceParts`` from ``invariance_parts()``, together with the
+per-interaction loss it trains with; M3 and M4 then learn their own W's on that form.
+
+- UltraGCN-MM: s_id = <p_u^(t), t_i>; p_u^(c) the content half of the user vector.
+- VBPR: s_id = beta_i + <gamma_u, gamma_i>; p_u^(c) = [theta_u, 1] and W = [E; beta'], so
+  that <theta_u, E c_i> + <beta', c_i> is one product.
+- A model that propagates projected content over a fixed item-item graph S (LATTICE,
+  FREEDOM) has <p_u, S W (g * c)_i> = <p_u, W (g * (S c)_i)>: it gives the propagated rows
+  S c as its content (``content_rows``), and the same form holds.
+
+A backbone class implements:
+
+- ``invariance_parts() -> InvarianceParts`` (called once after pretraining, in eval mode);
+- ``interaction_losses(scores, users, positives, negatives) -> (n,)``: its training loss
+  per positive, from the scores of ``training_items(positives, negatives)`` (n, M);
+- ``sample_negatives(n) -> (n, k)`` on the model's device, and ``training_items``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class InvarianceParts:
+    """A pretrained backbone in the form of eq. 14, every tensor detached.
+
+    ``user_ids`` (n_users, K) and ``item_ids`` (n_items, K): s_id(u, i) is their dot product
+    (a bias goes in as a constant column); ``user_content`` (n_users, C): p_u^(c);
+    ``projection`` (C, D): W; ``content_rows(items)``: the (unmasked) content the score sees,
+    (*items.shape, D), items None: every item; ``content_reg`` and ``id_reg``: the
+    backbone's L2 factors on W and on id embeddings, for the models M3 and M4 train."""
+
+    user_ids: torch.Tensor
+    item_ids: torch.Tensor
+    user_content: torch.Tensor
+    projection: torch.Tensor
+    content_rows: Callable[[torch.Tensor | None], torch.Tensor]
+    content_reg: float
+    id_reg: float
+
+    @property
+    def n_users(self) -> int:
+        return self.user_ids.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.item_ids.shape[0]
+
+    @property
+    def id_size(self) -> int:
+        return self.user_ids.shape[1]
+
+    @property
+    def content_size(self) -> int:
+        return self.user_content.shape[1]
+
+    @property
+    def dim(self) -> int:
+        return self.projection.shape[1]
