@@ -226,3 +226,24 @@ def test_the_score_start_recovers_the_planted_environments_of_the_test_bed(pretr
 
     assert partition("score") >= 0.5
     assert partition("random") < 0.2
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_l1_penalty_acts_on_the_invariant_columns_only(frozen_factory, kind):
+    """d/dW of the regulariser is l1 * sign(W_e) * m_d (plus the backbone's L2, set to 0 here):
+    nothing on a column the mask calls variant (m_d = 0)."""
+    features, pairs, _ = planted_style_data(n_users=6, n_items=12, per_env=(2, 2))
+    frozen, *_ = frozen_factory(features, pairs, n_users=6, proj_reg_weight=0.0)
+    mask = torch.tensor([1.0, 0.5, 0.0, 0.0])
+    models = environment_models(kind, frozen, 2, mask, l1_weight=0.3)
+    with torch.no_grad():
+        for weight in models.weights:
+            weight.normal_(generator=torch.Generator().manual_seed(4))
+    active = torch.tensor([1.0, 0.0])  # environment 1 sits out: no penalty on it either
+    if kind == "fresh":
+        models.frozen.parts.id_reg = 0.0
+    models.regularisation(active, models.stacked_weight()).backward()
+    expected = 0.3 * torch.sign(models.weights[0].detach()) * mask
+    torch.testing.assert_close(models.weights[0].grad, expected)
+    assert (models.weights[0].grad[:, 2:] == 0).all()
+    assert models.weights[1].grad is None or (models.weights[1].grad == 0).all()
