@@ -102,9 +102,20 @@ def test_bad_hyper_parameters_name_the_key(build, atomic_dataset, tmp_path, key,
         VBPR(config, train._dataset)
 
 
-def test_vbpr_needs_recbole_negative_sampling(build, atomic_dataset, tmp_path):
+def test_vbpr_without_a_sampler_draws_its_negatives_on_the_device(build, atomic_dataset, tmp_path):
     atomic_dataset(tmp_path, "toy", TOY_TRAIN, [(1, 3)], [(1, 4)], dense={"v_feat": TOY_FEATURES})
     config, _, train, *_ = build("VBPR", "toy", train_neg_sample_args=None)
+    model = VBPR(config, train._dataset)
+    negatives = model.sample_negatives(500)
+    assert negatives.shape[0] == 500
+    assert int(negatives.min()) >= 1 and int(negatives.max()) < model.n_items  # item 0 is padding
+    assert len(torch.unique(negatives)) > 1
+
+
+def test_vbpr_refuses_a_malformed_negative_sampler(build, atomic_dataset, tmp_path):
+    atomic_dataset(tmp_path, "toy", TOY_TRAIN, [(1, 3)], [(1, 4)], dense={"v_feat": TOY_FEATURES})
+    config, _, train, *_ = build("VBPR", "toy")
+    config["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 0}
     with pytest.raises(ValueError, match="^train_neg_sample_args: VBPR is trained pairwise"):
         VBPR(config, train._dataset)
 
