@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
 import difflib
-import io
 import json
 import math
 import re
@@ -51,6 +49,7 @@ from recbole.trainer import HyperTuning
 from recbole.utils.utils import dict2str
 
 from recbole_invrl.benchmark import runner
+from recbole_invrl.benchmark.render import csv_table, markdown_table
 from recbole_invrl.compat import write_text_atomic
 
 SPACE_FORMATS = {
@@ -478,31 +477,13 @@ def table_rows(records: Sequence[TrialRecord], best: TrialRecord | None, valid_m
     return header, rows
 
 
-def render_csv(header: list[str], rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def render_markdown(header: list[str], rows: list[list[str]], title: str) -> str:
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    lines = [f"# {title}", "", "| " + " | ".join(header) + " |",
-             "|" + "---|" * len(header)]
-    for row in rows:
-        marked = [f"**{c}**" if row[1] == "best" and c else cell(c) for c in row]
-        lines.append("| " + " | ".join(marked) + " |")
-    return "\n".join(lines) + "\n"
-
-
 def write_outputs(paths: OutputPaths, records: Sequence[TrialRecord], best: TrialRecord | None,
                   valid_metric: str, title: str) -> None:
     """Rewrite the text file and the two tables, each atomically."""
-    csv_text = render_csv(*table_rows(records, best, valid_metric))
-    markdown = render_markdown(*table_rows(records, best, valid_metric, digits=4), title)
+    csv_text = csv_table(*table_rows(records, best, valid_metric))
+    header, rows = table_rows(records, best, valid_metric, digits=4)
+    rows = [[f"**{c}**" if row[1] == "best" and c else c for c in row] for row in rows]
+    markdown = markdown_table(header, rows, title)
     for path, text in ((paths.text, export_text(records, best)), (paths.csv, csv_text),
                        (paths.markdown, markdown)):
         write_text_atomic(text, path)

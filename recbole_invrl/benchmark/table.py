@@ -12,13 +12,13 @@ once, the last record wins (a crashed run that was retried).
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from recbole_invrl.benchmark.render import csv_table, markdown_table
 
 # (column label, key in RecBole's result dict)
 Metric = tuple[str, str]
@@ -174,10 +174,6 @@ def _cell(mean: float | None, std: float | None) -> str:
     return f"{mean:.{DIGITS}f}" if std is None else f"{mean:.{DIGITS}f} ± {std:.{DIGITS}f}"
 
 
-def _md_escape(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
-
-
 def _truncate(text: str, limit: int = MAX_NOTE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -202,25 +198,21 @@ def render_markdown(summaries: Sequence[ModelSummary], metrics: Sequence[Metric]
         "",
     ]
     header = ["Model", *(label for label, _ in metrics), "Time (s)", "Seeds", "Note"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     ranks = {key: _ranks(summaries, key) for _, key in metrics}
+    rows = []
     for s in summaries:
-        cells = [_md_escape(s.name)]
+        cells = [s.name]
         for _, key in metrics:
             cell = _cell(s.mean.get(key), s.std.get(key))
             rank = ranks[key].get(s.model)
             cells.append(f"**{cell}**" if rank == 1 else f"<u>{cell}</u>" if rank == 2 else cell)
-        cells.append("–" if s.seconds is None else f"{s.seconds:.1f}")
-        cells.append(_seeds_cell(s))
-        cells.append(_md_escape(_truncate(s.note())))
-        lines.append("| " + " | ".join(cells) + " |")
+        cells += ["–" if s.seconds is None else f"{s.seconds:.1f}", _seeds_cell(s), _truncate(s.note())]
+        rows.append(cells)
     impv = improvement(summaries, metrics)
     if impv is not None:
-        cells = [IMPROVEMENT_LABEL]
-        cells += ["–" if impv[key] is None else f"{impv[key]:+.2f}%" for _, key in metrics]
-        cells += ["", "", ""]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append([IMPROVEMENT_LABEL, *("–" if impv[key] is None else f"{impv[key]:+.2f}%" for _, key in metrics),
+                     "", "", ""])
+    return "\n".join(lines) + "\n" + markdown_table(header, rows)
 
 
 def _num(value: float | None, digits: int = 6) -> str:
@@ -234,24 +226,19 @@ def render_csv(summaries: Sequence[ModelSummary], metrics: Sequence[Metric] = DE
     for label, _ in metrics:
         header += [f"{label} mean", f"{label} std"]
     header += ["time_s mean", "error"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
+    rows = []
     for s in summaries:
         row = [s.model, s.name, " ".join(map(str, s.seeds_ok)),
                " ".join(str(seed) for seed, _ in s.crashed)]
         for _, key in metrics:
             row += [_num(s.mean.get(key)), _num(s.std.get(key))]
         row += [_num(s.seconds, 3), s.note()]
-        writer.writerow(row)
+        rows.append(row)
     impv = improvement(summaries, metrics)
     if impv is not None:
-        row = ["%Impv.", IMPROVEMENT_LABEL, "", ""]
-        for _, key in metrics:
-            row += [_num(impv[key], 4), ""]
-        row += ["", ""]
-        writer.writerow(row)
-    return buffer.getvalue()
+        rows.append(["%Impv.", IMPROVEMENT_LABEL, "", "", *(c for _, key in metrics for c in (_num(impv[key], 4), "")),
+                     "", ""])
+    return csv_table(header, rows)
 
 
 def write_table(
