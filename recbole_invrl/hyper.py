@@ -52,6 +52,7 @@ from recbole.utils.utils import dict2str
 
 from recbole_invrl.benchmark import runner
 from recbole_invrl.compat import write_text_atomic
+from recbole_invrl.shims import hyperopt_rstate
 
 SPACE_FORMATS = {
     "choice": "a non-empty Python list literal, e.g. [1, 5, 10]",
@@ -408,7 +409,7 @@ class InvRLHyperTuning(HyperTuning):
         hyperopt = _import_hyperopt()
         try:
             hyperopt.fmin(self.trial, self.space, algo=self.algo, max_evals=int(self.max_evals),
-                          early_stop_fn=self.early_stop_fn, rstate=np.random.RandomState(self.seed),
+                          early_stop_fn=self.early_stop_fn, rstate=hyperopt_rstate(self.seed),
                           show_progressbar=False, return_argmin=False)
         except hyperopt.exceptions.AllTrialsFailed:
             pass  # reported from self.records
