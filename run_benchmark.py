@@ -8,6 +8,10 @@ Every (model, seed) runs in its own subprocess; finished runs go to <out>/runs.j
 skips them and retries crashed ones), and <out>/table.md / table.csv are rewritten after each.
 Exit codes: 0 all runs finished, 1 some crashed, 2 bad arguments (nothing run).
 """
+from recbole_invrl.threads import configure_threads
+
+configure_threads()  # before torch starts its OpenMP threads
+
 import sys
 
 from recbole_invrl.benchmark.runner import main

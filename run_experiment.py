@@ -3,6 +3,10 @@
     python run_experiment.py --experiment={table3,fig3,fig4,fig5,fig6,diagnose} --dataset=D
         [--out=results/D] [--record=RUN-record.json] [--truth=DIR] [--config_files="a.yaml"] [--key=value ...]
 """
+from recbole_invrl.threads import configure_threads
+
+configure_threads()  # before torch starts its OpenMP threads
+
 import argparse
 import sys
 

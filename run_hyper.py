@@ -9,6 +9,10 @@ Each trial runs in its own subprocess; results go to OUTPUT_FILE (RecBole's form
 Exit codes: 0 a best trial was found, 1 every trial failed, 2 bad arguments, search space or
 parameter name (nothing run), 130 interrupted.
 """
+from recbole_invrl.threads import configure_threads
+
+configure_threads()  # before torch starts its OpenMP threads
+
 import sys
 
 from recbole_invrl.hyper import main

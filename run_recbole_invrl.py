@@ -6,6 +6,10 @@
 
 ``--nproc=2`` trains with 2 processes through RecBole's distributed path (DDP; gloo on CPU).
 """
+from recbole_invrl.threads import configure_threads
+
+configure_threads()  # before torch starts its OpenMP threads
+
 import argparse
 import sys
 

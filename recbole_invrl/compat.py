@@ -11,7 +11,9 @@
    nothing here imports it: ``recbole_invrl.quick_start`` rebuilds the short pipeline.
 3. RecBole's ``create_dataset`` / ``data_preparation`` unpickle saved datasets and
    dataloaders from ``checkpoint_dir``; ``recbole_invrl.data`` never does.
-4. RecBole's distributed path assumes CUDA (NCCL, ``device_ids``); ``DistributedMixin``
+4. Library versions: ``recbole_invrl.shims`` (imported here) fixes what scipy >= 1.12,
+   pandas 3 and hyperopt >= 0.2.7 broke in RecBole 1.2.1.
+5. RecBole's distributed path assumes CUDA (NCCL, ``device_ids``); ``DistributedMixin``
    (``recbole_invrl.distributed``) makes it work on CPUs with gloo as well.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_invrl import shims  # noqa: F401 - installs the library-version shims
 from recbole_invrl.distributed import DistributedMixin, agreed_text, barrier
 from recbole_invrl.optim import FusedOptimizerMixin
 

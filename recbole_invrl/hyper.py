@@ -40,6 +40,7 @@ from recbole.utils.utils import dict2str
 from recbole_invrl.benchmark import runner
 from recbole_invrl.benchmark.render import csv_table, markdown_table
 from recbole_invrl.compat import write_text_atomic
+from recbole_invrl.shims import hyperopt_rstate
 from recbole_invrl.search_space import (
     HyperError,
     SearchSpaceError,
@@ -225,7 +226,7 @@ class InvRLHyperTuning(HyperTuning):
         hyperopt = _import_hyperopt()
         try:
             hyperopt.fmin(self.trial, self.space, algo=self.algo, max_evals=int(self.max_evals),
-                          early_stop_fn=self.early_stop_fn, rstate=np.random.RandomState(self.seed),
+                          early_stop_fn=self.early_stop_fn, rstate=hyperopt_rstate(self.seed),
                           show_progressbar=False, return_argmin=False)
         except hyperopt.exceptions.AllTrialsFailed:
             pass  # reported from self.records

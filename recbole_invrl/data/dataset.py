@@ -25,6 +25,7 @@ from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
 from recbole.utils import FeatureSource, FeatureType, ModelType, set_color
 
+from recbole_invrl import shims  # noqa: F401 - RecBole's Dataset on pandas 3
 from recbole_invrl.data import feature_cache
 from recbole_invrl.data.float_text import (  # FeatureFileError, parse_float_seq: re-exported
     HEADER_LINES,
