@@ -224,7 +224,7 @@ KEY_CHECKS: dict[str, Callable[[Any], None]] = {
     "train_neg_sample_args": _check_train_neg_sample_args,
 }
 # What RecBole's own Config reads while it is built; checked on the given values first.
-EARLY_KEYS = tuple(KEY_CHECKS)
+EARLY_KEYS = (*KEY_CHECKS, "use_gpu")  # use_gpu: Config sets it to the device it chose
 
 
 def check_external(external: Mapping[str, Any]) -> None:
