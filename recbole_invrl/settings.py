@@ -38,10 +38,10 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Rule:
-    """What a key accepts: a kind (int, float, bool, str, list, dict) with an optional range
-    ``[low, high]`` (``low_open``: ``(low, ...``), a set of choices, and ``~`` if ``nullable``."""
+    """What a key accepts: a kind with an optional range ``[low, high]`` (``low_open``:
+    ``(low, ...``), a set of choices, and ``~`` if ``nullable``."""
 
-    kind: str
+    kind: str  # int, float, bool, str, names (a name or a list of them), dict
     low: float | None = None
     high: float | None = None
     low_open: bool = False
@@ -59,8 +59,8 @@ class Rule:
             ok = isinstance(value, bool)
         elif self.kind == "str":
             ok = isinstance(value, str) and value != ""
-        elif self.kind == "list":
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        elif self.kind == "names":
+            ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
         else:
             ok = isinstance(value, dict)
         if not ok:
@@ -76,7 +76,7 @@ class Rule:
             text = "one of " + ", ".join(self.choices)
         else:
             text = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string",
-                    "list": "a list of names", "dict": "a mapping"}[self.kind]
+                    "names": "a name or a list of names", "dict": "a mapping"}[self.kind]
             if self.low is not None and self.high is not None:
                 text += f" in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}]"
             elif self.low is not None:
@@ -115,7 +115,7 @@ PLUGIN_RULES: dict[str, Rule] = {
     "keep_freed_memory": B(), "fused_optimizer": B(),
     # UltraGCNMM.yaml
     "embedding_size": COUNT, "content_size": COUNT, "word_embedding_size": COUNT,
-    "content_fields": Rule("list", nullable=True), "init_std": POSITIVE, "neg_num": COUNT,
+    "content_fields": Rule("names", nullable=True), "init_std": POSITIVE, "neg_num": COUNT,
     "negative_weight": WEIGHT, "gamma_c": WEIGHT, "w1": WEIGHT, "w2": F(0, nullable=True), "w3": WEIGHT,
     "w4": F(0, nullable=True), "gamma_i": WEIGHT, "num_neighbors": I(0), "id_reg_weight": WEIGHT,
     "proj_reg_weight": WEIGHT, "normalize_all": B(),
