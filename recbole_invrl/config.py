@@ -10,13 +10,16 @@ config_dict < command line.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_invrl.distributed import init_cpu_process_group, wants_cuda
 from recbole_invrl.evaluator import register_legacy_ndcg
+from recbole_invrl.settings import SettingsError, check_external
 from recbole_invrl.utils import canonical_model_name, get_model
 
 register_legacy_ndcg()  # metrics: [..., LegacyNDCG] and valid_metric: LegacyNDCG@K
@@ -39,7 +42,21 @@ class Config(RecBoleConfig):
             model = canonical_model_name(model)
         super().__init__(model, dataset, config_file_list, config_dict)
 
+    def _load_cmd_line(self):
+        """RecBole's ``--key=value`` reading, with a value that holds '=' kept whole and a key
+        given twice with different values refused as a ``SettingsError``."""
+        given: dict[str, str] = {}
+        for arg in sys.argv[1:] if "ipykernel_launcher" not in sys.argv[0] else []:
+            if not arg.startswith("--") or "=" not in arg:
+                continue  # run_recbole_invrl.py refuses these; other scripts have their own flags
+            key, value = arg[2:].split("=", 1)
+            if key in given and given[key] != value:
+                raise SettingsError(f"--{key}: given twice with different values, {given[key]!r} and {value!r}")
+            given[key] = value
+        return self._convert_config_dict(given)
+
     def _get_model_and_dataset(self, model, dataset):
+        check_external(self.external_config_dict)  # what RecBole's Config acts on while built
         if model is None:
             if "model" not in self.external_config_dict:
                 raise KeyError(
@@ -109,6 +126,11 @@ class Config(RecBoleConfig):
             init_cpu_process_group(self.final_config_dict)
         else:
             super()._init_device()
+        final = self.final_config_dict
+        if final["single_spec"] and final["device"].type == "cuda" and final.get("use_gpu") is False:
+            final["device"] = torch.device("cpu")  # RecBole 1.2.1 reads only gpu_id here
+        if final["device"].type == "cpu":
+            final["use_gpu"] = False  # the dump and the trainers tell the device used
 
     def _set_default_parameters(self):
         if "data_path" not in self.external_config_dict and self.dataset != "ml-100k":

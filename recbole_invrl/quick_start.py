@@ -2,8 +2,11 @@
 ``run``: the same in one process or in ``nproc`` processes (RecBole's distributed path)."""
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
+import uuid
 from logging import getLogger
 from typing import Any, Callable
 
@@ -11,13 +14,19 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from recbole.utils import init_logger, init_seed, set_color
+from recbole.utils import get_local_time, init_seed, set_color
 
 from recbole_invrl import allocator
+from recbole_invrl.compat import write_json_atomic
 from recbole_invrl.config import Config
-from recbole_invrl.data import create_dataset, data_preparation
-from recbole_invrl.data.utils import ensure_dataset_files
+from recbole_invrl.data import MissingDatasetError, create_dataset, data_preparation
+from recbole_invrl.data.utils import ensure_dataset_files, refuse_pickled_caches
+from recbole_invrl.distributed import agreed_text
+from recbole_invrl.settings import check_settings, dataset_suggestion
 from recbole_invrl.utils import get_model, get_trainer
+
+RUN_HANDLER = "_recbole_invrl_run"  # marks the log handlers a run installs (removed by the next run)
+RESULT_OUTPUTS = ("checkpoint", "mask", "pretrain")  # removed when a run fails
 
 
 def run_recbole_invrl(
@@ -33,17 +42,45 @@ def run_recbole_invrl(
     ``test_result`` and ``wall_seconds`` (plus what the trainer adds, e.g. InvRL's mask).
     """
     start = time.time()
-    config = Config(model, dataset, config_file_list, config_dict)
+    config = load_config(model, dataset, config_file_list, config_dict)
     allocator.apply_config(config)
     init_seed(config["seed"], config["reproducibility"])
-    # RecBole makes ./log/<model> (init_logger) and checkpoint_dir (Trainer) without
-    # exist_ok: ranks started together race on them (FileExistsError).
-    for folder in (os.path.join("log", config["model"]), config["checkpoint_dir"]):
-        os.makedirs(folder, exist_ok=True)
-    init_logger(config)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)  # ranks started together race on it
+    stem = agreed_text(f"{config['model']}-{config['dataset']}-{get_local_time()}-{uuid.uuid4().hex[:6]}", config)
+    outputs: dict[str, str | None] = {"log": init_run_logger(config, stem)}
     logger = getLogger()
     logger.info(config)
+    try:
+        trainer, result = _train_and_test(config, stem, saved, outputs)
+    except BaseException as err:
+        discard_results(outputs, err)
+        raise
+    result.update(getattr(trainer, "extra_results", lambda: {})())
+    result["outputs"] = {k: v for k, v in outputs.items() if v}
+    result["wall_seconds"] = round(time.time() - start, 3)
+    logger.info(format_summary(result))
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    return result
 
+
+def load_config(model, dataset, config_file_list=None, config_dict=None) -> Config:
+    """``Config`` with every setting checked and the dataset's files found (or the bundled one
+    built): what can fail on the settings fails here, before anything is logged or written."""
+    config = Config(model, dataset, config_file_list, config_dict)
+    check_settings(config)
+    refuse_pickled_caches(config)
+    try:
+        ensure_dataset_files(config)
+    except MissingDatasetError as err:
+        hint = dataset_suggestion(config["dataset"], os.path.dirname(os.path.normpath(config["data_path"])))
+        raise MissingDatasetError(" ".join(f"{err}{hint}".split())) from None
+    return config
+
+
+def _train_and_test(config, stem: str, saved: bool, outputs: dict[str, str | None]):
+    """Dataset, model, trainer, fit and test; ``outputs`` is filled as the files are named."""
+    logger = getLogger()
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
@@ -52,6 +89,10 @@ def run_recbole_invrl(
     model_obj = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    trainer.saved_model_file = os.path.join(trainer.checkpoint_dir, f"{stem}.pth")  # the log's stem
+    outputs["checkpoint"] = trainer.saved_model_file if saved else None
+    outputs.update(getattr(trainer, "output_files", lambda: {})())
+    outputs["tensorboard"] = getattr(trainer.tensorboard, "log_dir", None)
 
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
@@ -60,7 +101,6 @@ def run_recbole_invrl(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
     result = {
         "model": config["model"],
         "dataset": config["dataset"],
@@ -70,11 +110,84 @@ def run_recbole_invrl(
         "test_result": _plain(test_result),
         "saved_model_file": trainer.saved_model_file if saved else None,
     }
-    result.update(getattr(trainer, "extra_results", lambda: {})())
-    result["wall_seconds"] = round(time.time() - start, 3)
-    if not config["single_spec"]:
-        dist.destroy_process_group()
-    return result
+    return trainer, result
+
+
+def init_run_logger(config, stem: str) -> str:
+    """RecBole's logging (coloured console, plain file, level from ``state``) into
+    ``log/<model>/<stem>.log``, the stem the checkpoint shares. The handlers of an earlier
+    run in this process are closed first, so each run writes its own file (RecBole's
+    ``init_logger`` adds handlers only to a bare root logger). Returns the log file's path."""
+    import colorlog
+    from colorama import init
+    from recbole.utils.logger import RemoveColorFilter, log_colors_config
+
+    init(autoreset=True)
+    rank = config["local_rank"] if not config["single_spec"] else 0
+    folder = os.path.join("log", config["model"])
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{stem}.log" if rank == 0 else f"{stem}-rank{rank}.log")
+    level = getattr(logging, str(config["state"] or "info").upper(), logging.INFO)
+    file_handler = logging.FileHandler(path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)-15s %(levelname)s  %(message)s", "%a %d %b %Y %H:%M:%S"))
+    file_handler.addFilter(RemoveColorFilter())
+    console = logging.StreamHandler()
+    console.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(asctime)-15s %(levelname)s  %(message)s",
+                                                   "%d %b %H:%M", log_colors=log_colors_config))
+    root = getLogger()
+    for handler in [h for h in root.handlers if getattr(h, RUN_HANDLER, False)]:
+        root.removeHandler(handler)
+        handler.close()
+    for handler in (console, file_handler):
+        handler.setLevel(level)
+        setattr(handler, RUN_HANDLER, True)
+        root.handlers.insert(0, handler)  # first: RecBole names the tensorboard folder after it
+    root.setLevel(level)
+    return path
+
+
+def discard_results(outputs: dict[str, str | None], err: BaseException) -> None:
+    """A failed or interrupted run leaves nothing that looks like a result: its checkpoints
+    and mask are removed, and its record becomes ``-record.failed.json`` with the error.
+    The log, the tensorboard folder and InvRL's resumable state (keyed by the settings) stay."""
+    for key in RESULT_OUTPUTS:
+        path = outputs.get(key)
+        if path and os.path.isfile(path):
+            os.remove(path)
+    record = outputs.get("record")
+    if record and os.path.isfile(record):
+        with open(record, encoding="utf-8") as f:
+            content = json.load(f)
+        content.update(status="failed", error=f"{type(err).__name__}: {err}")
+        write_json_atomic(content, failed_name(record))
+        os.remove(record)
+        outputs["record"] = failed_name(record)
+
+
+def failed_name(path: str) -> str:
+    """``x-record.json`` -> ``x-record.failed.json``."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.failed{ext}"
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    """The end-of-run summary: test metrics as a table (a row per metric, a column per K)
+    and the paths of the run's files."""
+    lines = [set_color("test result", "yellow")]
+    table: dict[str, dict[str, float]] = {}
+    for key, value in (result.get("test_result") or {}).items():
+        metric, _, k = key.partition("@")
+        table.setdefault(metric, {})[k] = value
+    ks = sorted({k for row in table.values() for k in row}, key=lambda k: (k == "", int(k) if k.isdigit() else 0))
+    width = max([len(m) for m in table] + [6])
+    lines.append("  " + "metric".ljust(width) + "".join(f"{'@' + k if k else '':>10}" for k in ks))
+    for metric, row in table.items():
+        lines.append("  " + metric.ljust(width) + "".join(f"{row[k]:>10.4f}" if k in row else f"{'':>10}"
+                                                          for k in ks))
+    lines.append(set_color("outputs", "yellow"))
+    for name, path in result.get("outputs", {}).items():
+        lines.append(f"  {name:<12}{path}")
+    return "\n".join(lines)
 
 
 def run(
@@ -100,8 +213,8 @@ def run(
         "nproc": nproc, "world_size": nproc if world_size == -1 else world_size,
         "ip": ip, "port": str(port), "offset": group_offset,
     }
-    # Build a bundled dataset once here, not in every rank at the same time.
-    ensure_dataset_files(Config(model, dataset, config_file_list, config_dict))
+    # Check the settings and build a bundled dataset once here, not in every rank at once.
+    load_config(model, dataset, config_file_list, config_dict)
     reports = spawn_ranks(_run_rank, (model, dataset, config_file_list, config_dict, saved), nproc)
     return reports[0] if reports else None
 

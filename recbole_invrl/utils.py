@@ -30,15 +30,14 @@ def get_model(model_name: str) -> type:
     module = importlib.import_module(PLUGIN_MODEL_MODULE)
     if model_name in module.__all__:
         return getattr(module, model_name)
+    from recbole_invrl.settings import SettingsError, unknown_model_message
+
     try:
         return recbole_get_model(model_name)
-    except (ValueError, ImportError) as err:
-        # RecBole imports its optional xgboost/lightgbm wrappers last, so an unknown name
-        # can surface as an ImportError of those.
-        raise ValueError(
-            f"model: unknown model '{model_name}'; it is neither a recbole_invrl model "
-            f"({', '.join(plugin_model_names())}) nor a RecBole model ({err})"
-        ) from None
+    except (ValueError, ImportError, AttributeError):
+        # An unknown name can surface as an ImportError of RecBole's optional xgboost and
+        # lightgbm wrappers (imported last), or as an AttributeError for a name in the wrong case.
+        raise SettingsError(unknown_model_message(model_name, plugin_model_names())) from None
 
 
 def get_trainer(model_type, model_name: str) -> type:

@@ -74,7 +74,9 @@ def refuse_pickled_caches(config) -> None:
     """RecBole saves datasets and dataloaders as pickles, which run code when loaded."""
     for key in PICKLED_CACHE_KEYS:
         if config[key]:
-            raise ValueError(
+            from recbole_invrl.settings import SettingsError
+
+            raise SettingsError(
                 f"{key}: not supported by recbole_invrl. RecBole stores datasets and dataloaders "
                 "as pickles, and loading a pickle can run arbitrary code; set it to False/None"
             )

@@ -14,7 +14,9 @@ purity of every partition round and the mask's ROC-AUC after every iteration.
 
 Each stage starts from its own seed (``seed + stage index``) and its result is saved to a
 state file when it completes, so ``resume=True`` continues an interrupted run from the
-last completed stage and ends exactly where an uninterrupted run ends.
+last completed stage and ends exactly where an uninterrupted run ends. The state file is
+named by a hash of the settings that shape the stages (``stage_settings``), so runs with
+other settings never share one, and resuming refuses a state whose settings differ.
 
 In a multi-process run (RecBole's ``nproc``) every rank pretrains and trains the final
 model under DDP; the M3 and M4 stages run on rank 0, which broadcasts the environments
@@ -22,6 +24,9 @@ and the mask, so all ranks go on with the same Phi = m * c.
 """
 from __future__ import annotations
 
+import glob
+import hashlib
+import json
 import os
 from time import time
 from typing import Any, Callable
@@ -52,6 +57,7 @@ from recbole_invrl.invariance.partition import (
 )
 from recbole_invrl.invariance.truth import PlantedTruth
 from recbole_invrl.model.general_recommender.invrl import config_with
+from recbole_invrl.settings import SettingsError
 
 
 class InvRLTrainer(CompatTrainerMixin, Trainer):
@@ -60,11 +66,10 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.optimizer = self._build_optimizer(params=model.final.parameters())
-        stem = os.path.splitext(self.saved_model_file)[0]
-        self.mask_file, self.record_file = f"{stem}-mask.npy", f"{stem}-record.json"
-        self.pretrain_file = f"{stem}-pretrain.pth"
+        self.stage_settings = stage_settings(config)
         self.state_file = os.path.join(
-            self.checkpoint_dir, f"InvRL-{config['dataset']}-seed{config['seed']}.state.pth"
+            self.checkpoint_dir,
+            f"InvRL-{config['dataset']}-seed{config['seed']}-{settings_key(self.stage_settings)}.state.pth",
         )
         self.decides = is_decider(config)  # rank 0 (or the only process) runs M3 and M4
         self.completed: list[str] = []
@@ -76,6 +81,25 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             "mask": [],
             "stage_seconds": {},
         }
+
+    # ------------------------------------------------------------------ files
+    @property
+    def mask_file(self) -> str:
+        return f"{os.path.splitext(self.saved_model_file)[0]}-mask.npy"
+
+    @property
+    def record_file(self) -> str:
+        return f"{os.path.splitext(self.saved_model_file)[0]}-record.json"
+
+    @property
+    def pretrain_file(self) -> str:
+        return f"{os.path.splitext(self.saved_model_file)[0]}-pretrain.pth"
+
+    def output_files(self) -> dict[str, str | None]:
+        """The files this run writes beside its checkpoint (named after it), and its state."""
+        return {"mask": self.mask_file, "record": self.record_file,
+                "pretrain": None if self.config["pretrained_path"] or self.config["fixed_mask"] else self.pretrain_file,
+                "state": None if self.config["fixed_mask"] else self.state_file}
 
     # ------------------------------------------------------------------ Algorithm 1
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -239,19 +263,34 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             "mask": self.model.mask.detach().clone(),
             "backbone": self.model.backbone.state_dict(),
             "record": self.record,
+            "settings": self.stage_settings,
         }
         atomic_torch_save(state, self.state_file)
         write_json_atomic(self.record, self.record_file)
 
     def _restore_state(self) -> None:
         if not os.path.isfile(self.state_file):
-            self._log("resume", f"no state file {self.state_file}; starting from the beginning")
+            self._log("resume", f"no state file {self.state_file} for these settings{self._other_states()}; "
+                      "starting from the beginning")
             return
         state = load_checkpoint(self.state_file, self.device)
+        differing = differing_keys(state.get("settings", {}), self.stage_settings)
+        if differing:
+            raise SettingsError(f"resume: {self.state_file} was written with other values of "
+                                f"{', '.join(differing)}; start without resume=True or restore those settings")
         self.completed, self.envs, self.record = state["completed"], state["envs"], state["record"]
         self.model.backbone.load_state_dict(state["backbone"])
         self.model.set_mask(state["mask"])
         self._log("resume", f"completed stages: {self.completed}")
+
+    def _other_states(self) -> str:
+        """How the newest state of this dataset and seed under other settings differs, if any."""
+        pattern = os.path.join(self.checkpoint_dir, f"InvRL-{self.config['dataset']}-seed{self.config['seed']}-*.state.pth")
+        others = sorted(glob.glob(pattern), key=os.path.getmtime)
+        if not others:
+            return ""
+        settings = load_checkpoint(others[-1], "cpu").get("settings", {})
+        return f" ({others[-1]} differs in {', '.join(differing_keys(settings, self.stage_settings)) or 'nothing'})"
 
     def _write_mask_and_record(self) -> None:
         if not self.decides:
@@ -275,6 +314,32 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         if not show:
             return None
         return lambda iterable: tqdm(iterable, desc=set_color(description, "pink"), ncols=100)
+
+
+# Settings that leave stages 0-M4 as they are: the final model's, outputs, logging, devices.
+NOT_SHAPING_STAGES = frozenset({
+    "epochs", "final_proj_reg_weight", "resume", "fixed_mask", "truth_dir", "metrics", "topk",
+    "valid_metric_bigger", "metric_decimal_place", "loss_decimal_place", "eval_batch_size", "show_progress",
+    "state", "verbose", "checkpoint_dir", "log_wandb", "wandb_project", "gpu_id", "use_gpu", "device",
+    "local_rank", "offset", "ip", "port", "ddp_timeout", "worker", "feature_cache", "feature_cache_dir",
+    "keep_freed_memory", "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",
+    "missing_data_hint", "config_files", "result_json",
+})
+
+
+def stage_settings(config) -> dict[str, str]:
+    """The settings that shape stages 0-M4 (all but ``NOT_SHAPING_STAGES``), as text."""
+    return {key: json.dumps(value, sort_keys=True, default=str)
+            for key, value in sorted(config.final_config_dict.items()) if key not in NOT_SHAPING_STAGES}
+
+
+def differing_keys(saved: dict[str, str], current: dict[str, str]) -> list[str]:
+    return sorted(k for k in {*saved, *current} if saved.get(k) != current.get(k))
+
+
+def settings_key(settings: dict[str, str]) -> str:
+    """A short hash of ``stage_settings``: runs that differ in them keep separate states."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()[:10]
 
 
 def load_mask(path: str, size: int) -> np.ndarray:

@@ -1,0 +1,129 @@
+"""The command line's settings check: one line, exit status 2, no traceback, nothing written."""
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbole_invrl.settings import (
+    KEY_CHECKS,
+    PLUGIN_YAMLS,
+    RULES,
+    SettingsError,
+    check_value,
+    load_yaml_defaults,
+    yaml_entries,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("run_recbole_invrl", REPO / "run_recbole_invrl.py")
+cli = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cli)
+
+
+@pytest.fixture
+def data(tmp_path, atomic_dataset, clustered):
+    train, valid, test, item_cluster = clustered(n_users=10, n_items=30)
+    atomic_dataset(tmp_path / "data", "tiny", train, valid, test, dense={"v_feat": np.eye(2)[item_cluster]})
+    for name in ("backbone.pth", "mask.npy"):
+        (tmp_path / name).write_bytes(b"x")
+    return tmp_path / "data"
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+# (command line, start of the one-line message)
+BAD_COMMAND_LINES = [
+    (["--learning_rate=abc"], "learning_rate: expected a number > 0, got 'abc'"),
+    (["--epochs=0"], "epochs: expected an integer >= 1, got 0"),
+    (["--train_batch_size=1.5"], "train_batch_size: expected an integer >= 1, got 1.5"),
+    (["--seed=-3"], "seed: expected an integer in [0, 4294967295], got -3"),
+    (["--use_gpu=maybe"], "use_gpu: expected True or False, got 'maybe'"),
+    (["--state=LOUD"], "state: expected one of DEBUG, INFO"),
+    (["--topk=0"], "topk: expected an integer >= 1 or a list of them, got 0"),
+    (["--metrics=['Recal']"], "metrics: unknown metric 'Recal'; did you mean Recall"),
+    (["--valid_metric=MRR@10"], "valid_metric: 'MRR@10' is not among metrics"),
+    (["--valid_metric=NDCG@5"], "valid_metric: 'NDCG@5' needs 5 in topk"),
+    (["--model=InvRL", "--num_envs=0"], "num_envs: expected an integer >= 1, got 0"),
+    (["--model=InvRL", "--mask_type=bin"], "mask_type: expected one of float, binary, got 'bin'"),
+    (["--model=InvRL", "--moved_threshold=2"], "moved_threshold: expected a number in [0, 1], got 2"),
+    (["--model=InvRL", "--penalty_growth=0"], "penalty_growth: expected a number > 0, got 0"),
+    (["--model=InvRL", "--pretrained_path=nowhere.pth"], "pretrained_path: expected an existing file"),
+    (["--model=InvRL", "--fixed_mask={tmp}/mask.npy", "--pretrained_path={tmp}/backbone.pth"],
+     "fixed_mask and pretrained_path: set only one"),
+    (["--model=VBPR", "--visual_size=64"], "visual_size: expected an integer below embedding_size = 64"),
+    (["--model=NoSuchModel"], "model: unknown model 'NoSuchModel'"),
+    (["--model=lightgcn"], "model: unknown model 'lightgcn'; did you mean LightGCN"),
+    (["--dataset=tiyn"], "dataset 'tiyn': missing"),
+    (["--learnin_rate=0.1"], "--learnin_rate: unknown key; did you mean learning_rate"),
+    (["--seed=1", "--seed=2"], "--seed: given twice with different values, '1' and '2'"),
+    (["--epochs", "5"], "--epochs: expected an override of the form --key=value"),
+    (["--nproc=0"], "nproc: expected an integer >= 1, got 0"),
+    (["--nproc=two"], "argument --nproc: invalid int value: 'two'"),
+    (["--config_files=nowhere.yaml"], "config_files: expected existing yaml files"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_COMMAND_LINES, ids=[" ".join(a) for a, _ in BAD_COMMAND_LINES])
+def test_a_bad_command_line_is_one_line_exit_2_and_writes_nothing(data, tmp_path, capsys, args, message):
+    before = files_under(tmp_path)
+    dataset = [] if any(a.startswith("--dataset=") for a in args) else ["--dataset=tiny"]
+    argv = [*dataset, f"--data_path={data}", *(a.format(tmp=tmp_path) for a in args)]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {message}"), err
+    assert err.count("\n") == 1 and "Traceback" not in err and "lightgbm" not in err
+    assert "Hyper Parameters" not in out + err  # before the config dump
+    assert files_under(tmp_path) == before  # no log, no saved/, no tensorboard folder
+
+
+def test_an_unknown_dataset_suggests_a_close_name(data, capsys):
+    assert cli.main(["--dataset=tiyn", f"--data_path={data}"]) == 2
+    assert "did you mean tiny" in capsys.readouterr().err
+
+
+def test_from_the_shell_a_bad_value_is_one_line_without_traceback(data, tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "run_recbole_invrl.py"), "--model=NoSuchModel",
+                           "--dataset=tiny", f"--data_path={data}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith("error: model: unknown model 'NoSuchModel'") and proc.stderr.count("\n") == 1
+    assert "lightgbm" not in proc.stderr and not (tmp_path / "log").exists()
+
+
+def test_help_shows_override_syntax_models_and_plugin_keys(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "[--key=value ...]" in out and "--epochs=5" in out
+    assert "InvRL, UltraGCNMM, VBPR" in out and "LightGCN" in out and "NGCF" in out
+    assert "lightgbm" not in out.lower()
+    for path in PLUGIN_YAMLS.values():
+        for key, default, _ in yaml_entries(path):
+            assert f"--{key}={default}" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("--num_envs="))
+    assert "|E|" in line and "[an integer >= 1]" in line
+
+
+@pytest.mark.parametrize("name", list(PLUGIN_YAMLS))
+def test_every_plugin_key_has_a_rule_its_default_passes_and_a_description(name):
+    defaults = load_yaml_defaults(PLUGIN_YAMLS[name])
+    for key, _, comment in yaml_entries(PLUGIN_YAMLS[name]):
+        assert key in RULES or key in KEY_CHECKS, f"{name}.yaml: {key} has no rule"
+        check_value(key, defaults[key])  # must not raise
+        assert comment, f"{name}.yaml: {key} has no description"
+
+
+@pytest.mark.parametrize("key, good, bad", [
+    ("num_neighbors", 0, -1), ("w2", None, -0.5), ("content_fields", ["v_feat"], 3),
+    ("init_std", 1e-4, 0.0), ("learning_rate", 1, float("nan")), ("resume", False, 1),
+    ("eval_args", {"mode": "uni100"}, {"mode": "sometimes"}),
+    ("train_neg_sample_args", {"distribution": "popularity", "sample_num": 2}, {"distribution": "zipf"}),
+])
+def test_rules_accept_the_range_and_refuse_outside_it(key, good, bad):
+    check_value(key, good)
+    with pytest.raises(SettingsError, match=f"^{key}"):
+        check_value(key, bad)
