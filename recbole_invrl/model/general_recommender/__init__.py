@@ -4,3 +4,4 @@ from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 from recbole_invrl.model.general_recommender.vbpr import VBPR
 
 __all__ = ["InvRL", "UltraGCNMM", "VBPR"]
+from recbole_invrl.model.general_recommender.duif import DUIF; __all__.append("DUIF")  # noqa: E402,E702
