@@ -24,6 +24,27 @@ def non_negative(config, key: str, kind: type = float):
     return kind(value)
 
 
+
+def check_pairwise_sampling(config, model: str) -> None:
+    """``train_neg_sample_args`` of a model trained pairwise (BPR): RecBole's sampler with at
+    least one negative per positive, or none (``~``), where the model draws its own."""
+    args = config["train_neg_sample_args"]
+    if args is None or (isinstance(args, dict) and args.get("distribution") == "none"):
+        return  # no sampler (RecBole's form of ~): the model draws its negatives
+    sample_num = args.get("sample_num") if isinstance(args, dict) else None
+    if (
+        not isinstance(args, dict)
+        or args.get("distribution") not in ("uniform", "popularity")
+        or isinstance(sample_num, bool)
+        or not isinstance(sample_num, int)
+        or sample_num < 1
+    ):
+        raise ValueError(
+            f"train_neg_sample_args: {model} is trained pairwise (BPR): give RecBole's negative "
+            "sampler, e.g. {distribution: uniform, sample_num: 1}, or ~ to draw on the device; got "
+            f"{args!r}"
+        )
+
 def final_mask(mask: torch.Tensor, mask_type: str) -> torch.Tensor:
     """m as the final model uses it: the float mask, or thresholded at 0.5 when binary."""
     return (mask > 0.5).float() if mask_type == "binary" else mask

@@ -4,3 +4,5 @@ from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 from recbole_invrl.model.general_recommender.vbpr import VBPR
 
 __all__ = ["InvRL", "UltraGCNMM", "VBPR"]
+from recbole_invrl.model.general_recommender.duif import DUIF; __all__.append("DUIF")  # noqa: E402,E702
+from recbole_invrl.model.general_recommender.mmgcn import MMGCN; __all__.append("MMGCN")  # noqa: E402,E702

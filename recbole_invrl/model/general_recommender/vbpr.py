@@ -25,7 +25,7 @@ from torch import nn
 
 from recbole_invrl.invariance.backbone import InvarianceParts
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
-from recbole_invrl.model.common import distinct_items, non_negative, positive_int
+from recbole_invrl.model.common import check_pairwise_sampling, distinct_items, non_negative, positive_int
 
 PROJECTION_CHUNK = 8192  # items whose content is projected at once when scoring all items
 
@@ -41,7 +41,7 @@ class VBPR(MultimodalRecommender):
         self.visual_size = _visual_size(config, self.embedding_size)
         self.id_size = self.embedding_size - self.visual_size
         self.reg_weight = non_negative(config, "reg_weight")
-        _check_negative_sampling(config)
+        check_pairwise_sampling(config, "VBPR")
 
         # user: [gamma_u, theta_u]; item: gamma_i and beta_i
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
@@ -156,21 +156,3 @@ def _visual_size(config, embedding_size: int) -> int:
         )
     return value
 
-
-def _check_negative_sampling(config) -> None:
-    args = config["train_neg_sample_args"]
-    if args is None or (isinstance(args, dict) and args.get("distribution") == "none"):
-        return  # no sampler (RecBole's form of ~): the model draws its negatives
-    sample_num = args.get("sample_num") if isinstance(args, dict) else None
-    if (
-        not isinstance(args, dict)
-        or args.get("distribution") not in ("uniform", "popularity")
-        or isinstance(sample_num, bool)
-        or not isinstance(sample_num, int)
-        or sample_num < 1
-    ):
-        raise ValueError(
-            "train_neg_sample_args: VBPR is trained pairwise (BPR): give RecBole's negative "
-            "sampler, e.g. {distribution: uniform, sample_num: 1}, or ~ to draw on the device; got "
-            f"{args!r}"
-        )

@@ -1,0 +1,150 @@
+"""MMGCN (Wei et al., "MMGCN: Multi-modal Graph Convolution Network for Personalized
+Recommendation of Micro-video", ACM MM 2019) on the plugin's multimedia content.
+
+One graph convolution per modality m over the user-item bipartite graph. A user starts
+from a learned preference vector u_m in modality m's space, an item from its content
+i_m (the modality's slice of m * c_i; a modality wider than ``latent_size`` is first
+mapped to ``latent_size`` by a learned linear layer, as the authors do for 2,048-d
+visual features); the layer-0 input rows are L2-normalised, as in the authors' release.
+Layer l of modality m, for a node v with neighbours N(v):
+
+    h_m   = LeakyReLU( 1/|N(v)| sum_{j in N(v)} W_1 v_j )                  (eq. 1-2, mean)
+    v^_m  = LeakyReLU( W_2 v_m + b_2 ) + v_id                               (eq. 5)
+    v_m'  = LeakyReLU( W_3 [h_m || v^_m] + b_3 )          combination: concat (eq. 6)
+    v_m'  = LeakyReLU( W_3 h_m + b_3 + v^_m )             combination: add  (element-wise)
+
+with W_1, W_2, W_3 per modality and layer and v_id an id embedding shared by all
+modalities and layers. The representations are summed over modalities (eq. 7),
+u* = sum_m u_m^(L), i* = sum_m i_m^(L), the score is <u*, i*> (eq. 8) and training is
+BPR (eq. 9): -log sigma(s_ui - s_uj) for a uniform negative j, plus L2 (``reg_weight``) on
+the batch's id embeddings and user preference vectors.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_invrl.model.abstract_recommender import MultimodalRecommender
+from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
+from recbole_invrl.model.multimodal_graph import bipartite_edges, mean_adjacency, modality_rows
+
+COMBINATIONS = ("concat", "add")
+
+
+class ModalityGraph(nn.Module):
+    """The L layers of one modality (eq. 1-6) and its users' preference vectors u_m."""
+
+    def __init__(self, n_users: int, width: int, embedding_size: int, n_layers: int,
+                 latent_size: int | None, combination: str):
+        super().__init__()
+        self.input_map = None
+        if latent_size is not None and width > latent_size:
+            self.input_map = nn.Linear(width, latent_size)
+            nn.init.xavier_normal_(self.input_map.weight)
+            width = latent_size
+        self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, width)))  # u_m
+        self.combination = combination
+        self.aggregate, self.transform, self.combine = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for layer in range(n_layers):
+            size = width if layer == 0 else embedding_size
+            self.aggregate.append(nn.Linear(size, size, bias=False))  # W_1
+            self.transform.append(nn.Linear(size, embedding_size))  # W_2, b_2
+            combined = size + embedding_size if combination == "concat" else size
+            self.combine.append(nn.Linear(combined, embedding_size))  # W_3, b_3
+        for linear in [*self.aggregate, *self.transform, *self.combine]:
+            nn.init.xavier_normal_(linear.weight)
+
+    def forward(self, item_content: torch.Tensor, adjacency: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Every node's layer-L representation in this modality, (n_users + n_items, K)."""
+        if self.input_map is not None:
+            item_content = self.input_map(item_content)
+        x = F.normalize(torch.cat([self.preference, item_content]), dim=-1)
+        for aggregate, transform, combine in zip(self.aggregate, self.transform, self.combine):
+            h = F.leaky_relu(torch.sparse.mm(adjacency, aggregate(x)))  # eq. 2
+            x_hat = F.leaky_relu(transform(x)) + ids  # eq. 5
+            if self.combination == "concat":
+                x = F.leaky_relu(combine(torch.cat([h, x_hat], dim=-1)))  # eq. 6
+            else:
+                x = F.leaky_relu(combine(h) + x_hat)
+        return x
+
+
+class MMGCN(MultimodalRecommender):
+    """A graph convolution per modality, with a shared id embedding, summed (eq. 1-9)."""
+
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset, shared: "MMGCN | None" = None):
+        super().__init__(config, dataset, shared)
+        self.embedding_size = positive_int(config, "embedding_size")
+        self.n_layers = positive_int(config, "n_layers")
+        latent_size = None if config["latent_size"] is None else positive_int(config, "latent_size")
+        combination = config["combination"]
+        if combination not in COMBINATIONS:
+            raise ValueError(f"combination: expected one of {COMBINATIONS}, got {combination!r}")
+        self.reg_weight = non_negative(config, "reg_weight")
+        check_pairwise_sampling(config, "MMGCN")
+
+        n_nodes = self.n_users + self.n_items
+        if shared is None:
+            source, target = bipartite_edges(dataset.inter_matrix(form="csr"), self.n_users)
+            adjacency = mean_adjacency(source, target, n_nodes)
+        else:
+            adjacency = shared.adjacency
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        self.id_embedding = nn.Embedding(n_nodes, self.embedding_size)  # v_id: users, then items
+        nn.init.xavier_normal_(self.id_embedding.weight)
+        self.modalities = nn.ModuleList(
+            ModalityGraph(self.n_users, width, self.embedding_size, self.n_layers, latent_size, combination)
+            for _, width in self.content_layout
+        )
+
+    # ----------------------------------------------------------------- vectors
+    def propagate(self) -> torch.Tensor:
+        """u*, then i*: the sum over modalities of each node's layer-L vector (eq. 7)."""
+        ids = self.id_embedding.weight
+        outputs = [
+            graph(rows, self.adjacency, ids)
+            for graph, rows in zip(self.modalities, modality_rows(self.content))
+        ]
+        return torch.stack(outputs).sum(0)
+
+    def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        nodes = self.propagate()
+        return nodes[: self.n_users], nodes[self.n_users :]
+
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        return self.propagate()[users]
+
+    def item_vectors(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        item_table = self.propagate()[self.n_users :]
+        return item_table if items is None else item_table[items]
+
+    # ----------------------------------------------------------------- loss
+    def sample_negatives(self, batch_size: int) -> torch.Tensor:
+        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
+        return torch.randint(1, self.n_items, (batch_size,), device=self.id_embedding.weight.device)
+
+    def calculate_loss(self, interaction):
+        users = interaction[self.USER_ID]
+        positives = interaction[self.ITEM_ID]
+        if self.NEG_ITEM_ID in interaction:
+            negatives = interaction[self.NEG_ITEM_ID]
+        else:
+            negatives = self.sample_negatives(len(users))
+        user_table, item_table = self.scoring_tables()
+        user_vectors = user_table[users]
+        pos_scores = (user_vectors * item_table[positives]).sum(-1)
+        neg_scores = (user_vectors * item_table[negatives]).sum(-1)
+        bpr = F.softplus(neg_scores - pos_scores).mean()  # eq. 9
+        return bpr + self.reg_weight * self.l2_loss(users, positives, negatives)
+
+    def l2_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """0.5 * squared norms of the batch's id embeddings (user, positive, negative) and
+        user preference vectors of every modality, averaged over the batch."""
+        nodes = torch.cat([users, positives + self.n_users, negatives + self.n_users])
+        squares = self.id_embedding(nodes).square().sum()
+        squares = squares + sum(graph.preference[users].square().sum() for graph in self.modalities)
+        return 0.5 * squares / len(users)
