@@ -4,3 +4,6 @@ from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 from recbole_invrl.model.general_recommender.vbpr import VBPR
 
 __all__ = ["InvRL", "UltraGCNMM", "VBPR"]
+from recbole_invrl.model.general_recommender.ultragcn import UltraGCN  # noqa: E402
+
+__all__.append("UltraGCN")
