@@ -33,7 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from recbole.trainer import HyperTuning
 from recbole.utils.utils import dict2str
 

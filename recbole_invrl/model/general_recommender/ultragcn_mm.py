@@ -3,31 +3,23 @@
 score(u, i) = <p_u^(t), t_i> + <p_u^(c), W c_i>                                  (eq. 14)
 loss = L_O + gamma_C L_C + gamma_I L_I + L2                                         (eq. 15)
 
-As in the authors' release, L_O and L_C are folded into one weighted binary
-cross-entropy: a positive (u, i) weighs w1 + w2 beta_ui, each of its ``neg_num`` uniform
-negatives (u, j) weighs w3 + w4 beta_uj, and the negatives' losses are averaged per
-positive (eq. 16-18; w1 = w3 = 1 and w2 = w4 = gamma_C give eq. 15 exactly). L_I pulls
-each user towards the top-K item-item neighbours of the positive item (eq. 19-20).
-Negatives are drawn on the model's device inside ``calculate_loss``, so RecBole's
-dataloader yields positives only (``train_neg_sample_args: ~``).
+The loss (eq. 15-20, L_O and L_C folded into one weighted binary cross-entropy as in the
+authors' release) is plain UltraGCN's, ``recbole_invrl.model.ultragcn_objective``; the L2
+adds a factor of its own on the content parameters (W and the word embeddings).
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_invrl.distributed import loss_scale
 from recbole_invrl.invariance.backbone import InvarianceParts
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
 from recbole_invrl.model.common import gathered_dot, item_rows, non_negative, positive_int
-from recbole_invrl.model.item_graph import item_item_neighbors
-
-GRAPH_BUFFERS = ("neighbor_index", "neighbor_weight", "beta_user", "beta_item")
+from recbole_invrl.model.ultragcn_objective import UltraGCNObjective
 
 
-class UltraGCNMM(MultimodalRecommender):
+class UltraGCNMM(UltraGCNObjective, MultimodalRecommender):
     """UltraGCN with a linear projection of item content (eq. 14-20)."""
 
     input_type = InputType.POINTWISE
@@ -39,46 +31,14 @@ class UltraGCNMM(MultimodalRecommender):
         super().__init__(config, dataset, shared)
         self.embedding_size = positive_int(config, "embedding_size")
         self.content_size = positive_int(config, "content_size")
-        self.neg_num = positive_int(config, "neg_num")
-        self.num_neighbors = non_negative(config, "num_neighbors", int)
-        self.gamma_i = non_negative(config, "gamma_i", float)
-        self.negative_weight = non_negative(config, "negative_weight", float)
-        gamma_c = non_negative(config, "gamma_c", float)
-        self.w1, self.w3 = config["w1"], config["w3"]
-        self.w2 = gamma_c if config["w2"] is None else config["w2"]
-        self.w4 = gamma_c if config["w4"] is None else config["w4"]
-        self.id_reg_weight = non_negative(config, "id_reg_weight", float)
         self.proj_reg_weight = non_negative(config, "proj_reg_weight", float)
-        self.loss_scale = loss_scale(config)  # the batch sum is split over DDP ranks
+        self.init_objective(config, dataset, shared)
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size + self.content_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
         self.projection = nn.Linear(self.content.dim, self.content_size, bias=False)
         nn.init.normal_(self.user_embedding.weight, std=config["init_std"])
         nn.init.normal_(self.item_embedding.weight, std=config["init_std"])
-
-        if shared is None:
-            self._register_graph_buffers(dataset.inter_matrix(form="csr").astype("float32"))
-        else:
-            for name in GRAPH_BUFFERS:
-                self.register_buffer(name, getattr(shared, name), persistent=False)
-
-    # ----------------------------------------------------------------- graph weights
-    def _register_graph_buffers(self, interactions) -> None:
-        """beta_ui = sqrt(d_u + 1) / d_u * 1 / sqrt(d_i + 1) (eq. 18), stored as two factors,
-        and the top-K item-item neighbours with their omega (eq. 20)."""
-        index, weight = item_item_neighbors(interactions, self.num_neighbors if self.gamma_i else 0)
-        self.register_buffer("neighbor_index", torch.from_numpy(index), persistent=False)
-        self.register_buffer("neighbor_weight", torch.from_numpy(weight), persistent=False)
-        interactions = interactions.copy()
-        interactions.data[:] = 1.0
-        user_degree = torch.from_numpy(interactions.sum(axis=1).A.ravel()).float()
-        item_degree = torch.from_numpy(interactions.sum(axis=0).A.ravel()).float()
-        user_factor = torch.where(
-            user_degree > 0, (user_degree + 1).sqrt() / user_degree.clamp(min=1), torch.zeros(())
-        )
-        self.register_buffer("beta_user", user_factor, persistent=False)
-        self.register_buffer("beta_item", 1.0 / (item_degree + 1).sqrt(), persistent=False)
 
     # ----------------------------------------------------------------- scoring
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
@@ -107,66 +67,14 @@ class UltraGCNMM(MultimodalRecommender):
         return gathered_dot(table, user_vectors, index)
 
     # ----------------------------------------------------------------- loss
-    def sample_negatives(self, batch_size: int) -> torch.Tensor:
-        """``neg_num`` uniform items per positive, drawn on the device (item 0 is padding)."""
-        return torch.randint(
-            1, self.n_items, (batch_size, self.neg_num), device=self.item_embedding.weight.device
-        )
-
-    def calculate_loss(self, interaction):
-        users = interaction[self.USER_ID]
-        positives = interaction[self.ITEM_ID]
-        negatives = self.sample_negatives(len(users))
-        return self.loss(users, positives, negatives)
-
-    def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """Items scored for each positive: [i, negatives..., S(i) neighbours...] -> (B, M)."""
-        parts = [positives.unsqueeze(1), negatives]
-        if self.gamma_i > 0:
-            parts.append(self.neighbor_index[positives])
-        return torch.cat(parts, dim=1)
-
-    def loss(
-        self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
-    ) -> torch.Tensor:
-        """Eq. 15-20 for given positives (B,) and negatives (B, neg_num), plus L2."""
-        scores = self.forward(users, self.training_items(positives, negatives))
-        batch_loss = self.interaction_losses(scores, users, positives, negatives).sum()
-        return self.loss_scale * batch_loss + self.l2_loss()
-
-    def interaction_losses(
-        self,
-        scores: torch.Tensor,
-        users: torch.Tensor,
-        positives: torch.Tensor,
-        negatives: torch.Tensor,
-    ) -> torch.Tensor:
-        """Loss of each positive (B,) from its scores (B, M) laid out as ``training_items``.
-
-        Any scoring function can be plugged in (InvRL's environment and mask models)."""
-        n_neg = negatives.shape[1]
-        pos_scores, neg_scores = scores[:, 0], scores[:, 1 : 1 + n_neg]
-        beta_u = self.beta_user[users]
-        pos_weight = self.w1 + self.w2 * beta_u * self.beta_item[positives]  # eq. 17-18
-        neg_weight = self.w3 + self.w4 * beta_u.unsqueeze(1) * self.beta_item[negatives]
-        pos_loss = pos_weight * F.softplus(-pos_scores)  # -log sigma(s_ui)      eq. 16-17
-        neg_loss = (neg_weight * F.softplus(neg_scores)).mean(dim=1)  # -log sigma(-s_uj)
-        losses = pos_loss + self.negative_weight * neg_loss
-        if self.gamma_i > 0:
-            omega = self.neighbor_weight[positives]
-            item_item = -(omega * F.logsigmoid(scores[:, 1 + n_neg :])).sum(dim=1)  # eq. 19
-            losses = losses + self.gamma_i * item_item
-        return losses
-
     def l2_loss(self) -> torch.Tensor:
         """Release-style L2 (UltraGCN ``norm_loss``): whole tables, separate factors for
         id embeddings and for the content parameters (projection, word embeddings)."""
-        id_norm = self.user_embedding.weight.square().sum() + self.item_embedding.weight.square().sum()
         content_norm = sum(
             p.square().sum()
             for p in [self.projection.weight, *self.content.word_embeddings.parameters()]
         )
-        return 0.5 * (self.id_reg_weight * id_norm + self.proj_reg_weight * content_norm)
+        return super().l2_loss() + 0.5 * self.proj_reg_weight * content_norm
 
     # ----------------------------------------------------------------- InvRL
     def invariance_parts(self) -> InvarianceParts:
@@ -181,4 +89,3 @@ class UltraGCNMM(MultimodalRecommender):
             content_reg=self.proj_reg_weight,
             id_reg=self.id_reg_weight,
         )
-
