@@ -200,3 +200,71 @@ def test_invrl_over_vbpr_runs_every_stage_and_its_mask_reaches_the_final_model(c
 def test_a_backbone_without_invariance_parts_is_refused(clusters):
     with pytest.raises(ValueError, match="invrl_backbone: 'BPR' cannot be InvRL's backbone"):
         run(clusters, invrl_backbone="BPR")
+
+
+def _state_files(result):
+    import glob
+    import os
+
+    return sorted(glob.glob(os.path.join(os.path.dirname(result["outputs"]["state"]), "*.state.pth")))
+
+
+def test_runs_with_other_stage_settings_keep_their_own_state(clusters):
+    first = run(clusters, checkpoint_dir=str(clusters / "saved"))
+    first_state = first["outputs"]["state"]
+    first_bytes = open(first_state, "rb").read()
+    second = run(clusters, checkpoint_dir=str(clusters / "saved"), num_envs=2)
+    assert second["outputs"]["state"] != first_state
+    assert len(_state_files(first)) == 2
+    assert open(first_state, "rb").read() == first_bytes
+    # a setting of the final model only keeps the same state
+    third = run(clusters, checkpoint_dir=str(clusters / "saved"), final_proj_reg_weight=0.5)
+    assert third["outputs"]["state"] == first_state
+
+
+def test_resume_refuses_a_state_written_under_other_settings(clusters):
+    from recbole_invrl.settings import SettingsError
+
+    first = run(clusters, checkpoint_dir=str(clusters / "saved"))
+    state = torch.load(first["outputs"]["state"], weights_only=False)
+    state["settings"]["num_envs"] = "7"
+    torch.save(state, first["outputs"]["state"])
+    with pytest.raises(SettingsError, match="num_envs"):
+        run(clusters, checkpoint_dir=str(clusters / "saved"), resume=True)
+
+
+def test_a_failed_run_leaves_no_result_and_keeps_the_other_runs_state(clusters, monkeypatch):
+    import os
+
+    first = run(clusters, checkpoint_dir=str(clusters / "saved"))
+    first_bytes = open(first["outputs"]["state"], "rb").read()
+    before = set(os.listdir(clusters / "saved"))
+
+    from recbole_invrl.model.general_recommender import InvRL
+
+    def broken_final(self, *args, **kwargs):
+        raise RuntimeError("final stage failed")
+
+    monkeypatch.setattr(InvRL, "start_final_model", broken_final)
+    with pytest.raises(RuntimeError, match="final stage failed"):
+        run(clusters, checkpoint_dir=str(clusters / "saved"), num_envs=2)
+    new = set(os.listdir(clusters / "saved")) - before
+    assert open(first["outputs"]["state"], "rb").read() == first_bytes
+    assert not [f for f in new if f.endswith(("-pretrain.pth", "-mask.npy", "-record.json"))]
+    assert not [f for f in new if f.endswith(".pth") and not f.endswith(".state.pth")]
+    assert [f for f in new if f.endswith("-record.failed.json")]
+
+
+def test_the_summary_names_files_that_exist_and_log_and_checkpoint_share_a_stem(clusters):
+    import os
+
+    from recbole_invrl.quick_start import format_summary
+
+    result = run(clusters, checkpoint_dir=str(clusters / "saved"))
+    outputs = result["outputs"]
+    assert {"log", "checkpoint", "mask", "record", "state"} <= set(outputs)
+    assert all(os.path.exists(path) for path in outputs.values())
+    stem = lambda p: os.path.splitext(os.path.basename(p))[0]
+    assert stem(outputs["log"]) == stem(outputs["checkpoint"])
+    summary = format_summary(result)
+    assert all(path in summary for path in outputs.values()) and "ndcg" in summary.lower()

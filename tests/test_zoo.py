@@ -1,0 +1,34 @@
+"""RecBole's graph models run through the plugin's command line on the installed stack
+(their adjacency code is what newer scipy versions broke)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clusters(tmp_path, atomic_dataset, clustered):
+    train, valid, test, item_cluster = clustered(n_users=16, n_items=24, per_user=10)
+    atomic_dataset(tmp_path, "clusters", train, valid, test, dense={"v_feat": np.eye(2)[item_cluster]})
+    return tmp_path
+
+
+# DGCF samples cor_batch_size users and items for its correlation loss (default 1,024)
+@pytest.mark.parametrize("model, extra", [("LightGCN", []), ("NGCF", []), ("SGL", []),
+                                          ("DGCF", ["--cor_batch_size=8"])])
+def test_recbole_graph_model_trains_and_evaluates_through_the_cli(clusters, tmp_path, model, extra):
+    out = tmp_path / f"{model}.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_invrl.py"), f"--model={model}", "--dataset=clusters",
+         f"--data_path={clusters}", "--epochs=1", "--use_gpu=False", "--show_progress=False",
+         f"--result_json={out}", *extra],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["model"] == model
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
