@@ -121,12 +121,14 @@ PLUGIN_RULES: dict[str, Rule] = {
     "proj_reg_weight": WEIGHT, "normalize_all": B(),
     # VBPR.yaml
     "visual_size": I(1, nullable=True), "reg_weight": WEIGHT,
+    # DUIF.yaml, MMGCN.yaml
+    "latent_size": I(1, nullable=True), "n_layers": COUNT, "combination": S("concat", "add"),
     # InvRL.yaml
     "invrl_backbone": S(), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
     "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,
     "partition_models": S("shared", "fresh"), "partition_start": S("score", "random"),
     "partition_assign": S("likelihood", "score"), "partition_epochs": COUNT, "partition_rounds": COUNT,
-    "moved_threshold": F(None, 1), "partition_l1_weight": WEIGHT, "mask_epochs": COUNT, "mask_lr": POSITIVE,
+    "moved_threshold": F(-1, 1), "partition_l1_weight": WEIGHT, "mask_epochs": COUNT, "mask_lr": POSITIVE,
     "mask_sigma": WEIGHT, "alpha": WEIGHT, "mask_lambda": WEIGHT, "mask_reg": S("l2", "l2_half", "l0"),
     "mask_model_start": S("pretrained", "random"), "penalty_growth": POSITIVE, "mask_type": S("float", "binary"),
     "final_proj_reg_weight": WEIGHT, "resume": B(), "truth_dir": S(nullable=True),

@@ -50,7 +50,7 @@ BAD_COMMAND_LINES = [
     (["--valid_metric=NDCG@5"], "valid_metric: 'NDCG@5' needs 5 in topk"),
     (["--model=InvRL", "--num_envs=0"], "num_envs: expected an integer >= 1, got 0"),
     (["--model=InvRL", "--mask_type=bin"], "mask_type: expected one of float, binary, got 'bin'"),
-    (["--model=InvRL", "--moved_threshold=2"], "moved_threshold: expected a number in [0, 1], got 2"),
+    (["--model=InvRL", "--moved_threshold=2"], "moved_threshold: expected a number in [-1, 1], got 2"),
     (["--model=InvRL", "--penalty_growth=0"], "penalty_growth: expected a number > 0, got 0"),
     (["--model=InvRL", "--pretrained_path=nowhere.pth"], "pretrained_path: expected an existing file"),
     (["--model=InvRL", "--fixed_mask={tmp}/mask.npy", "--pretrained_path={tmp}/backbone.pth"],
@@ -99,7 +99,7 @@ def test_help_shows_override_syntax_models_and_plugin_keys(capsys):
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "[--key=value ...]" in out and "--epochs=5" in out
-    assert "InvRL, UltraGCNMM, VBPR" in out and "LightGCN" in out and "NGCF" in out
+    assert "DUIF, InvRL, MMGCN, UltraGCN, UltraGCNMM, VBPR" in out and "LightGCN" in out and "NGCF" in out
     assert "lightgbm" not in out.lower()
     for path in PLUGIN_YAMLS.values():
         for key, default, _ in yaml_entries(path):

@@ -18,9 +18,9 @@ def clusters(tmp_path, atomic_dataset, clustered):
     return tmp_path
 
 
-# DGCF samples cor_batch_size users and items for its correlation loss (default 1,024)
+# DGCF samples max(users, items) / batches of both for its correlation loss: more batches than 1
 @pytest.mark.parametrize("model, extra", [("LightGCN", []), ("NGCF", []), ("SGL", []),
-                                          ("DGCF", ["--cor_batch_size=8"])])
+                                          ("DGCF", ["--train_batch_size=32"])])
 def test_recbole_graph_model_trains_and_evaluates_through_the_cli(clusters, tmp_path, model, extra):
     out = tmp_path / f"{model}.json"
     proc = subprocess.run(
