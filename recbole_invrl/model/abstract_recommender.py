@@ -21,6 +21,7 @@ To run InvRL on a model, it also implements ``invariance_parts`` (see
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 
 from recbole_invrl.model.common import AllItemsCache, positive_int
@@ -98,3 +99,41 @@ class MultimodalRecommender(GeneralRecommender):
         user_table, item_table = self.cached_tables()
         user_side = self.user_vectors(users) if user_table is None else user_table[users]
         return (user_side @ item_table.T).reshape(-1)
+
+
+class PairwiseDotRecommender(MultimodalRecommender):
+    """A ``MultimodalRecommender`` trained by BPR on dot-product scores: one negative per
+    positive, from RecBole's sampler or, where the dataloader gives none (as inside InvRL),
+    drawn uniformly on the device. A subclass adds its regulariser to ``bpr_loss``."""
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of B users against ``items`` of shape (B,) or (B, M)."""
+        user_vectors = self.user_vectors(users)
+        if items.dim() == 2:
+            user_vectors = user_vectors.unsqueeze(1)
+        return (user_vectors * self.item_vectors(items)).sum(-1)
+
+    def sample_negatives(self, batch_size: int) -> torch.Tensor:
+        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
+        device = next(self.parameters()).device
+        return torch.randint(1, self.n_items, (batch_size, 1), device=device)
+
+    def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """[i, j] per positive -> (B, 2)."""
+        return torch.cat([positives.unsqueeze(1), negatives], dim=1)
+
+    def interaction_losses(self, scores, users, positives, negatives) -> torch.Tensor:
+        """-log sigma(s_ui - s_uj) of each positive, from the scores of ``training_items``."""
+        return F.softplus(scores[:, 1] - scores[:, 0])
+
+    def bpr_loss(self, interaction) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(users, their (B, 2) training items, the batch's mean BPR loss)."""
+        users = interaction[self.USER_ID]
+        positives = interaction[self.ITEM_ID]
+        if self.NEG_ITEM_ID in interaction:
+            negatives = interaction[self.NEG_ITEM_ID].unsqueeze(1)
+        else:
+            negatives = self.sample_negatives(len(users))
+        items = self.training_items(positives, negatives)  # (B, 2): one projection for both
+        bpr = self.interaction_losses(self.forward(users, items), users, positives, negatives).mean()
+        return users, items, bpr

@@ -21,16 +21,15 @@ drawn on the model's device.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from recbole.utils import InputType
 from torch import nn
 
 from recbole_invrl.invariance.backbone import InvarianceParts
-from recbole_invrl.model.abstract_recommender import MultimodalRecommender
+from recbole_invrl.model.abstract_recommender import PairwiseDotRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
 
 
-class DUIF(MultimodalRecommender):
+class DUIF(PairwiseDotRecommender):
     """Users as free vectors, items as a learned projection of their content."""
 
     input_type = InputType.PAIRWISE
@@ -58,34 +57,8 @@ class DUIF(MultimodalRecommender):
         return self.content.projected(items, self.projection.weight)
 
     # ----------------------------------------------------------------- loss
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of B users against ``items`` of shape (B,) or (B, M)."""
-        user_vectors = self.user_vectors(users)
-        if items.dim() == 2:
-            user_vectors = user_vectors.unsqueeze(1)
-        return (user_vectors * self.item_vectors(items)).sum(-1)
-
-    def sample_negatives(self, batch_size: int) -> torch.Tensor:
-        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
-        return torch.randint(1, self.n_items, (batch_size, 1), device=self.user_embedding.weight.device)
-
-    def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """[i, j] per positive -> (B, 2)."""
-        return torch.cat([positives.unsqueeze(1), negatives], dim=1)
-
-    def interaction_losses(self, scores, users, positives, negatives) -> torch.Tensor:
-        """-log sigma(s_ui - s_uj) of each positive, from the scores of ``training_items``."""
-        return F.softplus(scores[:, 1] - scores[:, 0])
-
     def calculate_loss(self, interaction):
-        users = interaction[self.USER_ID]
-        positives = interaction[self.ITEM_ID]
-        if self.NEG_ITEM_ID in interaction:
-            negatives = interaction[self.NEG_ITEM_ID].unsqueeze(1)
-        else:
-            negatives = self.sample_negatives(len(users))
-        items = self.training_items(positives, negatives)
-        bpr = self.interaction_losses(self.forward(users, items), users, positives, negatives).mean()
+        users, _, bpr = self.bpr_loss(interaction)
         return bpr + self.l2_loss(users)
 
     def l2_loss(self, users: torch.Tensor) -> torch.Tensor:

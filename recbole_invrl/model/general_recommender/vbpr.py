@@ -24,13 +24,13 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_invrl.invariance.backbone import InvarianceParts
-from recbole_invrl.model.abstract_recommender import MultimodalRecommender
+from recbole_invrl.model.abstract_recommender import PairwiseDotRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, distinct_items, non_negative, positive_int
 
 PROJECTION_CHUNK = 8192  # items whose content is projected at once when scoring all items
 
 
-class VBPR(MultimodalRecommender):
+class VBPR(PairwiseDotRecommender):
     """Visual BPR: matrix factorisation plus a linear projection of item content."""
 
     input_type = InputType.PAIRWISE
@@ -81,34 +81,8 @@ class VBPR(MultimodalRecommender):
         return torch.cat([ids, visual, biases + content_bias], dim=-1)
 
     # ----------------------------------------------------------------- loss
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Scores of B users against ``items`` of shape (B,) or (B, M)."""
-        user_vectors = self.user_vectors(users)
-        if items.dim() == 2:
-            user_vectors = user_vectors.unsqueeze(1)
-        return (user_vectors * self.item_vectors(items)).sum(-1)
-
-    def sample_negatives(self, batch_size: int) -> torch.Tensor:
-        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
-        return torch.randint(1, self.n_items, (batch_size, 1), device=self.item_embedding.weight.device)
-
-    def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """[i, j] per positive -> (B, 2)."""
-        return torch.cat([positives.unsqueeze(1), negatives], dim=1)
-
-    def interaction_losses(self, scores, users, positives, negatives) -> torch.Tensor:
-        """-log sigma(s_ui - s_uj) of each positive (eq. 4), from the scores of ``training_items``."""
-        return F.softplus(scores[:, 1] - scores[:, 0])
-
     def calculate_loss(self, interaction):
-        users = interaction[self.USER_ID]
-        positives = interaction[self.ITEM_ID]
-        if self.NEG_ITEM_ID in interaction:
-            negatives = interaction[self.NEG_ITEM_ID].unsqueeze(1)
-        else:
-            negatives = self.sample_negatives(len(users))
-        items = self.training_items(positives, negatives)  # (B, 2): one projection for both
-        bpr = self.interaction_losses(self.forward(users, items), users, positives, negatives).mean()
+        users, items, bpr = self.bpr_loss(interaction)  # eq. 4
         return bpr + self.reg_weight * self.l2_loss(users, items)
 
     def l2_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
