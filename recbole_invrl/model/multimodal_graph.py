@@ -17,15 +17,19 @@ from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.item_graph import binarize
 
 
-def modality_rows(content: ContentEncoder) -> list[torch.Tensor]:
-    """Every item's masked content, split by modality: [(n_items, width)] in layout order.
+def modality_rows(content: ContentEncoder, items: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Every item's masked content, split by modality: [(n_items, width)] in layout order;
+    ``items`` (any shape): only theirs, [(*items.shape, width)].
 
     The slices of m * c_i that belong to each modality, without forming c_i whole."""
-    items = torch.arange(content.n_items, device=content.content_mask.device)
+    every = items is None
+    if every:
+        items = torch.arange(content.n_items, device=content.content_mask.device)
     rows, start = [], 0
     for field, width in content.layout:
         if field in content.word_embeddings:
             block = content.word_table(field)
+            block = block if every else block[items]
         else:
             block = content.dense_rows(field, items)
         rows.append(block * content.content_mask[start : start + width])
