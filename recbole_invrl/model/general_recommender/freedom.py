@@ -108,9 +108,13 @@ def knn_edges(rows: torch.Tensor, k: int, block_entries: int = KNN_BLOCK_ENTRIES
 def symmetric_values(source: torch.Tensor, target: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
     """1 / sqrt(d_r d_c) of each bipartite edge (row id ``source``, column id ``target``),
     with d_r the edges of its row and d_c the edges of its column."""
-    row_degree = torch.bincount(source, minlength=n_rows).float()
-    col_degree = torch.bincount(target, minlength=n_cols).float()
-    return row_degree[source].rsqrt() * col_degree[target].rsqrt()
+    return counts(source, n_rows)[source].rsqrt() * counts(target, n_cols)[target].rsqrt()
+
+
+def counts(ids: torch.Tensor, size: int) -> torch.Tensor:
+    """How often each of 0..size-1 occurs in ``ids`` (float), without ``bincount``'s host
+    round trip on an accelerator."""
+    return torch.zeros(size, device=ids.device).index_add_(0, ids, torch.ones(len(ids), device=ids.device))
 
 
 class FREEDOM(MultimodalRecommender):
@@ -176,9 +180,14 @@ class FREEDOM(MultimodalRecommender):
         these edges -> sparse (n_users + n_items)^2."""
         values = symmetric_values(users, items, self.n_users, self.n_items)
         item_nodes = items + self.n_users
-        indices = torch.stack([torch.cat([users, item_nodes]), torch.cat([item_nodes, users])])
+        rows, cols = torch.cat([users, item_nodes]), torch.cat([item_nodes, users])
         n_nodes = self.n_users + self.n_items
-        return torch.sparse_coo_tensor(indices, torch.cat([values, values]), (n_nodes, n_nodes)).coalesce()
+        # distinct edges: sorted by (row, column) they are coalesced, with no host round trip
+        order = torch.argsort(rows * n_nodes + cols)
+        return torch.sparse_coo_tensor(
+            torch.stack([rows[order], cols[order]]), torch.cat([values, values])[order], (n_nodes, n_nodes),
+            is_coalesced=True, check_invariants=False,
+        )
 
     def sample_pruned(self) -> torch.Tensor:
         """Degree-sensitive edge pruning (§3.2): (1 - rho)|E| edges drawn without
@@ -213,12 +222,12 @@ class FREEDOM(MultimodalRecommender):
         device = self.content_mask.device
         if not indices:
             return torch.sparse_coo_tensor(torch.zeros(2, 0, dtype=torch.long, device=device),
-                                           torch.zeros(0, device=device), (self.n_items,) * 2).coalesce()
-        return torch.sparse_coo_tensor(torch.cat(indices, 1), torch.cat(values), (self.n_items,) * 2).coalesce()
+                                           torch.zeros(0, device=device), (self.n_items,) * 2, check_invariants=False).coalesce()
+        return torch.sparse_coo_tensor(torch.cat(indices, 1), torch.cat(values), (self.n_items,) * 2, check_invariants=False).coalesce()
 
     def _knn_values(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Eq. 3: 1 / sqrt(D_ii D_jj) with D the row degrees of the kNN graph."""
-        degree = torch.bincount(source, minlength=self.n_items).float()
+        degree = counts(source, self.n_items)
         return degree[source].rsqrt() * degree[target].rsqrt()
 
     def item_graph(self) -> torch.Tensor:
