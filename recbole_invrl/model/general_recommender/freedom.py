@@ -25,8 +25,8 @@ and the loss (§3.4), for a positive i and a negative j of user u:
     L = -log sigma(y_ui - y_uj) + lambda sum_m -log sigma(<h_u, x^m_i> - <h_u, x^m_j>)
         + reg_weight * 0.5 (|e_u|^2 + |e_i|^2 + |e_j|^2)          (averaged over the batch)
 
-Equation numbers follow our reading of the paper (arXiv 2211.06924); the sections are
-what the docstring names with certainty.
+The equation numbers are as we read them in the arXiv version (2211.06924); where they
+differ from the published version, the section (§) and the formula are what count.
 
 Follows MMRec's ``src/models/freedom.py`` (enoche/MMRec): self-loops are kept in the kNN
 graph (an item is its own nearest neighbour, so it takes one of the k places), S~^m
@@ -58,6 +58,13 @@ Differs from MMRec, and why:
   batch's ego embeddings, default 0, so the default loss is MMRec's.
 - Only the batch's items are projected for the modality terms (MMRec projects the
   whole catalogue at every step); the numbers are the same.
+- The per-epoch pruned graph is built without host round trips (degrees by
+  ``index_add``, edges sorted and marked coalesced); ``torch.multinomial``, as in
+  MMRec, bounds the training edges at 2^24.
+
+Cost of the frozen graph on a Kwai-shaped catalogue (86,483 items): 193 rows are ranked
+at a time (64 MiB of similarities); on one CPU thread about 7 minutes for the 2,048-d
+visual modality and 1 minute for 128-d text, once (on an accelerator, seconds).
 
 Resampling: RecBole's trainer calls nothing per epoch but ``model.train()`` at the start
 of each training epoch. ``train(True)`` drops the pruned graph, and the next
