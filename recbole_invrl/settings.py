@@ -123,6 +123,7 @@ PLUGIN_RULES: dict[str, Rule] = {
     "visual_size": I(1, nullable=True), "reg_weight": WEIGHT,
     # DUIF.yaml, MMGCN.yaml
     "latent_size": I(1, nullable=True), "n_layers": COUNT, "combination": S("concat", "add"),
+    "feat_embed_dim": COUNT, "knn_k": COUNT, "lambda_coeff": F(0, 1), "n_ui_layers": I(0),  # LATTICE.yaml
     # InvRL.yaml
     "invrl_backbone": S(), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
     "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,

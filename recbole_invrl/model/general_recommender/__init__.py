@@ -1,9 +1,10 @@
 """Plugin recommenders; ``__all__`` is what ``recbole_invrl.utils.get_model`` finds."""
 from recbole_invrl.model.general_recommender.duif import DUIF
 from recbole_invrl.model.general_recommender.invrl import InvRL
+from recbole_invrl.model.general_recommender.lattice import LATTICE
 from recbole_invrl.model.general_recommender.mmgcn import MMGCN
 from recbole_invrl.model.general_recommender.ultragcn import UltraGCN
 from recbole_invrl.model.general_recommender.ultragcn_mm import UltraGCNMM
 from recbole_invrl.model.general_recommender.vbpr import VBPR
 
-__all__ = ["DUIF", "InvRL", "MMGCN", "UltraGCN", "UltraGCNMM", "VBPR"]
+__all__ = ["DUIF", "InvRL", "LATTICE", "MMGCN", "UltraGCN", "UltraGCNMM", "VBPR"]
