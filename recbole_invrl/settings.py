@@ -123,8 +123,9 @@ PLUGIN_RULES: dict[str, Rule] = {
     "visual_size": I(1, nullable=True), "reg_weight": WEIGHT,
     # DUIF.yaml, MMGCN.yaml
     "latent_size": I(1, nullable=True), "n_layers": COUNT, "combination": S("concat", "add"),
-    # FREEDOM.yaml
-    "knn_k": COUNT, "n_mm_layers": COUNT, "n_ui_layers": COUNT, "edge_dropout": F(0, 1), "visual_weight": F(0, 1), "mm_loss_weight": WEIGHT,
+    # FREEDOM.yaml, LATTICE.yaml
+    "knn_k": COUNT, "n_mm_layers": COUNT, "n_ui_layers": I(0), "edge_dropout": F(0, 1), "visual_weight": F(0, 1),
+    "mm_loss_weight": WEIGHT, "feat_embed_dim": COUNT, "lambda_coeff": F(0, 1),
     # InvRL.yaml
     "invrl_backbone": S(), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
     "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,
