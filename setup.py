@@ -1,4 +1,4 @@
-"""Install recbole-invrl: ``pip install -e .`` (see README for the pinned stack)."""
+"""Install recbole-invrl: ``pip install -e . -c constraints/pinned.txt`` (README: Quick start)."""
 from setuptools import find_packages, setup
 
 setup(
@@ -10,19 +10,21 @@ setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9,<3.13",
+    # RecBole 1.2.1 requires ray <= 2.6.3, whose wheels stop at CPython 3.11; numpy 2.x
+    # (and so the current stack) needs 3.10 or newer.
+    python_requires=">=3.10,<3.12",
     packages=find_packages(include=["recbole_invrl", "recbole_invrl.*"]),
     package_data={"recbole_invrl": ["properties/*.yaml", "properties/model/*.yaml"]},
     install_requires=[
-        # RecBole 1.2.1 and the versions around it that work together (NOTES §5):
-        # numpy 2 breaks RecBole's Config (np.float_), scipy >= 1.12 breaks the
-        # dok_matrix path of LightGCN/NGCF, torch 2.13.0 is the CPU wheel on disk
-        # (a CUDA build of 2.13.0 satisfies the same pin on a GPU machine).
+        # Ranges are what the test suite passes on: the pinned stack (constraints/pinned.txt:
+        # RecBole's own era, the CPU wheel of torch 2.13.0) and the current one
+        # (constraints/current.txt: numpy 2.4, pandas 3.1, scipy 1.17, hyperopt 0.3,
+        # torch 2.14.1). recbole_invrl/shims.py makes RecBole 1.2.1 work on the newer ones.
         "recbole==1.2.1",
-        "torch>=2.1,<=2.13.0",
-        "numpy>=1.24,<2",
-        "scipy>=1.10,<1.12",
-        "pandas>=2.0,<2.4",
+        "torch>=2.1,<=2.14.1",
+        "numpy>=1.24,<2.5",
+        "scipy>=1.10,<1.18",
+        "pandas>=2.0,<3.2",
         "pyyaml>=6",
         "scikit-learn>=1.3",
         "tqdm>=4.60",
@@ -30,10 +32,8 @@ setup(
         "matplotlib>=3.7",  # the paper-experiment plots
         # ray (pulled by recbole) needs pkg_resources, gone from setuptools 81.
         "setuptools<81",
-        # run_hyper.py: RecBole's HyperTuning. Its exhaustive search hands hyperopt a
-        # numpy RandomState; hyperopt >= 0.2.6 draws with Generator.integers and fails
-        # ('RandomState' object has no attribute 'integers'), so 0.2.5 it is.
-        "hyperopt==0.2.5",
+        # run_hyper.py: RecBole's HyperTuning (its exhaustive search is shimmed for >= 0.2.7).
+        "hyperopt>=0.2.5,<0.4",
     ],
     extras_require={"test": ["pytest>=7"]},
 )

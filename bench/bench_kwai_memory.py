@@ -161,7 +161,7 @@ def instrument(rec: StageRecorder, objects: dict) -> None:
     from recbole_invrl.data.dataset import MultimodalDataset
     from recbole_invrl.invariance import common
     from recbole_invrl.invariance.partition import EnvironmentModels
-    from recbole_invrl.model.general_recommender import ultragcn_mm
+    from recbole_invrl.model import abstract_recommender, ultragcn_objective
     from recbole_invrl.trainer import invrl_trainer
 
     def load_feat_name(self, filepath, source):
@@ -169,8 +169,8 @@ def instrument(rec: StageRecorder, objects: dict) -> None:
 
     rec.wrap(MultimodalDataset, "_load_feat", load_feat_name)
     rec.wrap(Dataset, "_change_feat_format", "frames -> tensors")
-    rec.wrap(ultragcn_mm, "item_item_neighbors", "neighbour table")
-    rec.wrap(ultragcn_mm, "ContentEncoder", "content encoder")
+    rec.wrap(ultragcn_objective, "item_item_neighbors", "neighbour table")
+    rec.wrap(abstract_recommender, "ContentEncoder", "content encoder")
     rec.wrap(Trainer, "_train_epoch", "train epoch")
     rec.wrap(Trainer, "_valid_epoch", "full-sort validation")
     rec.wrap(invrl_trainer.InvRLTrainer, "pretrain", "pretrain (fit)")
@@ -185,8 +185,8 @@ def instrument(rec: StageRecorder, objects: dict) -> None:
     rec.wrap(Trainer, "fit", final_name)
     original_frozen = common.FrozenBackbone.__init__
 
-    def frozen_init(self, backbone):
-        rec.run("frozen backbone", original_frozen, self, backbone)
+    def frozen_init(self, backbone, *args, **kwargs):
+        rec.run("frozen backbone", original_frozen, self, backbone, *args, **kwargs)
         objects["frozen"] = self
 
     common.FrozenBackbone.__init__ = frozen_init
@@ -292,8 +292,8 @@ def big_objects(objects: dict) -> dict:
             for buffer, tensor in module.content.named_buffers():
                 if buffer.startswith("dense_"):
                     add(f"{label}.content.{buffer}", tensor)
-            add(f"{label}.neighbor_index", module.neighbor_index)
-            add(f"{label}.neighbor_weight", module.neighbor_weight)
+            add(f"{label}.neighbor_index", getattr(module, "neighbor_index", None))
+            add(f"{label}.neighbor_weight", getattr(module, "neighbor_weight", None))
     frozen = objects.get("frozen")
     if frozen is not None:
         add("FrozenBackbone.table", getattr(frozen, "table", None))
@@ -363,8 +363,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/out")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS),
-                        help="runs, in order (dataset: load only, writes the feature cache)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS),
+                        help="runs, in order: dataset (load only, writes the feature cache), ultragcn, "
+                             "invrl, or any model name (e.g. LATTICE, FREEDOM, GRCN, MMGCN)")
     parser.add_argument("--epochs", type=int, default=1, help="UltraGCN-MM epochs; InvRL pretrain and final epochs")
     parser.add_argument("--envs", type=int, default=3, help="InvRL environments")
     parser.add_argument("--mask_epochs", type=int, default=1)
@@ -377,7 +378,7 @@ def main() -> None:
     parser.add_argument("--name", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(MODELS[args.child], Path(args.folder), args.name, args)))
+        print(json.dumps(child(MODELS.get(args.child, args.child), Path(args.folder), args.name, args)))
         return
     folder, name = ensure_data(Path(args.out), args.scale, args.seed)
     truth = json.loads((folder / "truth.json").read_text())["counts"]
@@ -386,7 +387,7 @@ def main() -> None:
     print(f"schedule: UltraGCN-MM {args.epochs} epoch(s); InvRL pretrain {args.epochs} + final "
           f"{args.epochs} epoch(s), T=1, {args.envs} envs, 1 partition round of 1 epoch, "
           f"{args.mask_epochs} mask epoch(s); full-sort validation after every epoch"
-          + (f"; every epoch capped at {args.max_batches} batches of 512" if args.max_batches else ""),
+          + (f"; every epoch capped at {args.max_batches} batches" if args.max_batches else ""),
           flush=True)
     results = []
     for key in args.models:

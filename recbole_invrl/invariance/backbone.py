@@ -14,9 +14,12 @@ per-interaction loss it trains with; M3 and M4 then learn their own W's on that 
 - UltraGCN-MM: s_id = <p_u^(t), t_i>; p_u^(c) the content half of the user vector.
 - VBPR: s_id = beta_i + <gamma_u, gamma_i>; p_u^(c) = [theta_u, 1] and W = [E; beta'], so
   that <theta_u, E c_i> + <beta', c_i> is one product.
-- A model that propagates projected content over a fixed item-item graph S (LATTICE,
-  FREEDOM) has <p_u, S W (g * c)_i> = <p_u, W (g * (S c)_i)>: it gives the propagated rows
-  S c as its content (``content_rows``), and the same form holds.
+- DUIF: s_id = 0; p_u^(c) = p_u.
+
+Models whose content enters the score only through a graph built from it (LATTICE's and
+FREEDOM's item-item kNN graphs carry id embeddings) or through non-linear layers (MMGCN,
+GRCN) have no fixed p_u^(c) and W once their ids are frozen, so they are not backbones of
+this form.
 
 A backbone class implements:
 
