@@ -1,11 +1,12 @@
-"""UltraGCN-MM vs RecBole's LightGCN: seconds per training epoch and peak memory.
+"""The plugin's models beside RecBole's LightGCN: seconds per training epoch and peak memory.
 
-Each model trains in its own child process (so peak RSS is its own) on the same dataset,
-split and batch size. Also times negative sampling: RecBole's dataloader duplicating each
+Each model trains in its own child process (so peak RSS is its own) on the same dataset
+and split, with its own yaml's batch size unless ``--batch_size`` sets one for all.
+Also times negative sampling (batches of 512 unless set): RecBole's dataloader duplicating each
 positive row per negative (``train_neg_sample_args.sample_num = neg_num``) against
 UltraGCN-MM's on-device ``torch.randint`` draw, over one epoch of the same batches.
 
-    python bench/bench_epoch.py [--dataset ml-100k-mm] [--epochs 3] [--batch_size 512]
+    python bench/bench_epoch.py [--dataset ml-100k-mm] [--epochs 3] [--batch_size N] [--models A,B]
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def build(model: str, dataset: str, batch_size: int, extra: dict | None = None):
     from recbole_invrl.config import Config
     from recbole_invrl.data import create_dataset, data_preparation
 
+    batch = {"train_batch_size": batch_size} if batch_size else {}
     config = Config(model, dataset, config_dict={
-        "train_batch_size": batch_size, "show_progress": False, "state": "WARNING", **(extra or {})})
+        **batch, "show_progress": False, "state": "WARNING", **(extra or {})})
     allocator.apply_config(config)
     init_seed(config["seed"], config["reproducibility"])
     data = create_dataset(config)
@@ -56,6 +58,7 @@ def child_train(model_name: str, dataset: str, epochs: int, batch_size: int) -> 
 
 
 def child_sampling(dataset: str, batch_size: int, neg_num: int) -> dict:
+    batch_size = batch_size or 512
     import torch
 
     config, recbole_train, _ = build("BPR", dataset, batch_size, {
@@ -84,9 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-100k-mm")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--batch_size", type=int, default=0, help="0: each model's own")
     parser.add_argument("--neg_num", type=int, default=50)
-    parser.add_argument("--models", default="UltraGCNMM,LightGCN")
+    parser.add_argument("--models", default="UltraGCNMM,UltraGCN,VBPR,DUIF,MMGCN,LATTICE,FREEDOM,LightGCN")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's flags
@@ -99,7 +102,8 @@ def main() -> None:
         return
     common = [f"--dataset={args.dataset}", f"--epochs={args.epochs}",
               f"--batch_size={args.batch_size}", f"--neg_num={args.neg_num}"]
-    print(f"dataset {args.dataset}, batch size {args.batch_size}, {args.epochs} epochs each")
+    batch = args.batch_size or "each model's own"
+    print(f"dataset {args.dataset}, batch size {batch}, {args.epochs} epochs each")
     print(f"{'model':<12} {'s/epoch (median)':>17} {'epochs (s)':>24} {'eval s':>7} {'peak RSS MB':>12}")
     for model in args.models.split(","):
         r = run_child(*common, "--child", model)

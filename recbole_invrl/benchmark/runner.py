@@ -47,7 +47,8 @@ from typing import Any, Callable, Iterator, Sequence
 from recbole_invrl.benchmark.table import DEFAULT_METRICS, Metric, latest_rows, parse_metrics, write_table
 
 DEFAULT_MODELS = (
-    "Pop", "BPR", "LightGCN", "NGCF", "DGCF", "MacridVAE", "SGL", "VBPR", "UltraGCNMM", "InvRL",
+    "Pop", "BPR", "LightGCN", "NGCF", "DGCF", "MacridVAE", "SGL", "UltraGCN",
+    "VBPR", "DUIF", "MMGCN", "LATTICE", "FREEDOM", "UltraGCNMM", "InvRL",
 )
 DEFAULT_SEEDS = (2020, 2021, 2022)
 RUNS_FILE = "runs.jsonl"
