@@ -93,11 +93,14 @@ def test_every_pickle_protocol(tmp_path, protocol):
     np.testing.assert_array_equal(loaded[2], [0, 1, 2])
 
 
-def test_numpy2_module_names(tmp_path):
-    """Files written by numpy 2 reference numpy._core.multiarray instead of numpy.core."""
+@pytest.mark.parametrize("module", [b"numpy.core.multiarray", b"numpy._core.multiarray"])
+def test_numpy1_and_numpy2_module_names(tmp_path, module):
+    """Files written by numpy 1 reference numpy.core.multiarray, by numpy 2 numpy._core.multiarray;
+    both load whichever numpy is installed."""
     payload = pickle.dumps(obj_array([[0, 4], [1, np.int64(5)]]), protocol=2)
-    assert b"numpy.core.multiarray" in payload
-    payload = payload.replace(b"numpy.core.multiarray", b"numpy._core.multiarray")
+    written = b"numpy._core.multiarray" if b"numpy._core.multiarray" in payload else b"numpy.core.multiarray"
+    assert written in payload
+    payload = payload.replace(written, module)
     loaded = load_npy(write_object_npy(tmp_path / "x.npy", payload, (2,)))
     assert [list(x) for x in loaded] == [[0, 4], [1, 5]]
 

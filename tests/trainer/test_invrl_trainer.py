@@ -197,6 +197,24 @@ def test_invrl_over_vbpr_runs_every_stage_and_its_mask_reaches_the_final_model(c
     assert VBPR.content_reg_key is None  # no final_proj_reg_weight override for VBPR
 
 
+def test_invrl_over_duif_trains_the_final_duif_on_the_mask(clusters):
+    from recbole_invrl.model.general_recommender import DUIF
+
+    result = run(clusters, invrl_backbone="DUIF", final_proj_reg_weight=0.25)
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
+    assert "final.projection.weight" in checkpoint and "final.user_embedding.weight" in checkpoint
+    mask = np.load(result["mask_path"])
+    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    assert not np.allclose(mask, 0.5)
+    assert DUIF.content_reg_key == "proj_reg_weight"
+
+
+@pytest.mark.parametrize("name", ["MMGCN", "LATTICE", "FREEDOM"])
+def test_a_model_without_the_eq14_form_is_refused_as_backbone(clusters, name):
+    with pytest.raises(ValueError, match=f"invrl_backbone: '{name}' cannot be InvRL's backbone"):
+        run(clusters, invrl_backbone=name)
+
+
 def test_a_backbone_without_invariance_parts_is_refused(clusters):
     with pytest.raises(ValueError, match="invrl_backbone: 'BPR' cannot be InvRL's backbone"):
         run(clusters, invrl_backbone="BPR")
