@@ -4,7 +4,7 @@ Prints, per model: time per training epoch, time per full-sort evaluation, InvRL
 times, peak GPU memory (``torch.cuda.max_memory_allocated``), test NDCG@10, and the number
 of host synchronisations inside training steps (``torch.cuda.set_sync_debug_mode``) of the
 backbone, the environment models (M3) and the mask learner (M4): 0 means no step waits for
-the host. ``bench/gpu_check.sh`` runs it on a lent GPU machine; ``--device cpu`` runs the
+the host. ``bench/gpu_check.sh`` runs it on a GPU machine; ``--device cpu`` runs the
 same path here (no GPU figures then).
 
     python bench/bench_gpu.py [--scale 1.0] [--epochs 2] [--out bench/out] [--json PATH]

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
-# GPU check (issue 6): on a lent GPU machine, in at most 5 minutes, generate a Kwai-shaped
+# GPU check: on a GPU machine, in at most 5 minutes, generate a Kwai-shaped
 # synthetic set, train UltraGCN-MM and a short InvRL schedule on CUDA, and print epoch
 # time, evaluation time, peak GPU memory and host syncs per training step
-# (bench/bench_gpu.py). Figures go to $OUT (the device tool's folder) or bench/out.
+# (bench/bench_gpu.py). Figures go to $OUT if it is set, else bench/out.
 #
-# The device image has PyTorch with CUDA, NumPy 2 and pandas but not RecBole, and it cannot
-# reach a package registry. So, first, HERE (a machine with pip access), once per session:
+# For a GPU machine without a package registry (PyTorch with CUDA installed, RecBole not):
+# on a machine with pip access, fetch the wheels first, then copy .whl/ with the checkout:
 #     bash bench/gpu_check.sh --fetch          # wheels into .whl/ (ignored by git)
-# then THERE, through the device tool with carry [".whl"]:
-#     bash bench/gpu_check.sh [SCALE]          # SCALE: fraction of Kwai's size, default 1.0
+#     bash bench/gpu_check.sh [SCALE]          # on the GPU machine; SCALE: fraction of Kwai's size, default 1.0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,9 +3,8 @@
 PyTorch takes CPU tensors from ``malloc``. glibc serves large blocks with ``mmap`` and
 hands them back to the kernel on ``free``, and trims the top of its heap likewise, so the
 multi-MB temporaries a training step frees are faulted in again, page by page, at the
-next step. On the bench_invrl data an UltraGCN-MM epoch took 482,000 minor page faults
-and 3.39 s; with the two thresholds below fixed, 1 and 2.82 s (2 cores,
-``bench/bench_step.py``).
+next step. Fixing the two thresholds below removes those page faults and shortens an
+epoch (``bench/bench_step.py`` prints both).
 The cost: up to ``TRIM_THRESHOLD`` of freed heap stays in the process's resident set.
 """
 from __future__ import annotations

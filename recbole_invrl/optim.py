@@ -2,9 +2,8 @@
 
 RecBole builds ``torch.optim.Adam(params, lr, weight_decay)``, which on a CPU runs the
 update tensor by tensor (several elementwise passes each). ``fused=True`` (torch >= 2.4
-on CPU and CUDA) runs the same update in one kernel per tensor: 0.34 ms instead of
-1.36 ms for UltraGCN-MM's parameters on the bench_invrl data (2 cores,
-``bench/bench_step.py``), with results equal up to float rounding.
+on CPU and CUDA) runs the same update in one kernel per tensor (``bench/bench_step.py`` times both), with
+results equal up to float rounding.
 ``fused_optimizer: False`` keeps RecBole's.
 
 A fused step does not move the parameters' tensor versions: anything that caches on

@@ -1,6 +1,6 @@
 """``MultimodalDataset``: RecBole's Dataset with fast, checked and cached feature loading.
 
-RecBole parses ``float_seq`` cells one Python float at a time (NOTES §5: about a minute
+RecBole parses ``float_seq`` cells one Python float at a time (about a minute
 for Kwai's 86,483 x 2,048 item file) and reports a bad value without naming its file,
 field or row. This subclass
 

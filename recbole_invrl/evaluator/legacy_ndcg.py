@@ -1,4 +1,4 @@
-"""``LegacyNDCG``: the NDCG of the GRCN / MMGCN / InvRL evaluation code (NOTES §2).
+"""``LegacyNDCG``: the NDCG of the GRCN / MMGCN / InvRL evaluation code.
 
 Those codebases divide DCG@K by an ideal DCG built from the number of *hits* in the top K,
 min(hits@K, K), instead of from the number of relevant items min(|R(u)|, K) as the standard

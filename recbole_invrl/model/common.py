@@ -104,7 +104,7 @@ def distinct_items(
 
     On the CPU (``dedupe`` None) these are the distinct items in ascending order, so each
     is projected once; they are found by marking a flag per item instead of sorting
-    (``torch.unique``), about 5x faster for a training batch.
+    (``torch.unique``): one pass over the batch, no sort.
     On an accelerator they are the items themselves: the distinct count is data-dependent,
     so the host would wait for the device at every step, which costs more there than
     projecting the duplicates. All give the same numbers."""
@@ -127,8 +127,8 @@ class GatheredDot(torch.autograd.Function):
 
     Autograd through ``F.embedding(index, table) * vectors.unsqueeze(1)`` keeps and
     differentiates a (B, M, K) product; here the vector gradient is one weighted
-    ``embedding_bag`` and the table gradient one ``index_add``, about 1.7x faster on a
-    CPU for a training batch. Wide tables (content rows) are gathered a block of rows at
+    ``embedding_bag`` and the table gradient one ``index_add``, so no (B, M, K) tensor is
+    kept for the backward. Wide tables (content rows) are gathered a block of rows at
     a time. The backward is built from differentiable ops, so it also works under
     ``create_graph``."""
 

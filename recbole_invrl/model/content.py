@@ -2,7 +2,7 @@
 
 Each ``float_seq`` modality is L2-normalised row-wise; each ``token_seq`` modality is a
 bag of word ids whose learned embeddings are summed and then normalised (the Tiktok text
-case, NOTES §1), computed for all items as one sparse (items x words) count matrix times
+case of the authors' release), computed for all items as one sparse (items x words) count matrix times
 the embedding table. Modalities are concatenated in config order into c_i of width D, and
 multiplied by ``content_mask`` (ones by default; InvRL sets it).
 
@@ -226,8 +226,8 @@ def word_bags(words: torch.Tensor, n_words: int) -> tuple[torch.Tensor, torch.Te
 
 class BagSum(torch.autograd.Function):
     """``bags @ weight`` for fixed sparse CSR ``bags``; the gradient is ``bags.T @ grad``
-    with the transpose built once (forward and backward 1.9 ms instead of 7.5 ms with
-    torch's COO matmul on the bench_invrl data, ``bench/bench_step.py``)."""
+    with the transpose built once, which is faster than torch's COO matmul
+    (``bench/bench_step.py`` times both)."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, bags: torch.Tensor, bags_t: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ def test_per_user_values_and_the_notes_example():
     np.testing.assert_allclose(per_user[1], np.ones(5))
     np.testing.assert_allclose(per_user[2], np.zeros(5))  # zero hits score 0, not NaN
     np.testing.assert_allclose(per_user[3], [0, 0, 0, 0, D[5]])
-    # NOTES §2: a single hit at rank 10 scores about 0.29 (1 / log2(11)), whatever |R(u)| is
+    # the release's evaluation: a single hit at rank 10 scores about 0.29 (1 / log2(11)), whatever |R(u)| is
     one_hit = np.zeros((1, 10), dtype=bool)
     one_hit[0, 9] = True
     value = LegacyNDCG({"topk": [10], "metric_decimal_place": 4}).metric_info(one_hit, np.array([50]))

@@ -67,7 +67,7 @@ class _DenseDataset:
 
 
 def test_dense_content_is_the_dataset_matrix_normalised_bit_for_bit():
-    """No copy of the item matrix, and the bits of the former F.normalize'd buffer."""
+    """No copy of the item matrix, and the same bits as F.normalize of it."""
     generator = torch.Generator().manual_seed(0)
     matrix = torch.randn(300, 2048, generator=generator) * torch.rand(300, 1, generator=generator) * 5
     matrix[7] = 0.0  # an empty row stays zero (eps clamps its norm)

@@ -36,9 +36,9 @@ Where this follows MMRec (``src/models/lattice.py``) and where it differs:
   multiply-adds and a top-k over each row (for Kwai, 86,483^2 x 64 ~ 4.8e11 per modality),
   but never holds more than a block of rows x n_items similarities (``KNN_BLOCK_ENTRIES``);
   its gradient goes only through the n_items x k kept similarities, recomputed from the
-  gathered rows (the top-k indices are found without gradient). Measured on one CPU core:
-  20,000 items x 64 take 3.7 s (so ~70 s per modality at Kwai's size, a few hundredths of
-  a second on a GPU); the initial graph, on the 2,048-d rows, is built once, and
+  gathered rows (the top-k indices are found without gradient). At Kwai's size this is
+  the largest cost of a CPU epoch (``bench/bench_kwai_memory.py --models LATTICE``); the
+  initial graph, on the 2,048-d rows, is built once, and
   ``modality_rows`` forms the (n_items, width) masked rows at each rebuild (0.7 GB for
   Kwai's visual modality).
 - The graphs are kept as padded neighbour lists (n_items, k) of indices and weights (a
