@@ -175,8 +175,9 @@ def test_atomic_layout_is_loadable(tmp_path):
     np.testing.assert_allclose(v, load_feature(grcn, "feat_v.pt"), rtol=1e-6)
 
     pytest.importorskip("recbole")
-    from recbole.config import Config
     from recbole.data import create_dataset
+
+    from recbole_invrl.config import Config  # RecBole's, with NumPy 2's removed aliases restored
 
     config = Config(
         model="BPR", dataset=name, config_file_list=[str(folder / f"{name}.yaml")],
