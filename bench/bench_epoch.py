@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=0, help="0: each model's own")
     parser.add_argument("--neg_num", type=int, default=50)
-    parser.add_argument("--models", default="UltraGCNMM,UltraGCN,VBPR,DUIF,MMGCN,LATTICE,FREEDOM,LightGCN")
+    parser.add_argument("--models", default="UltraGCNMM,UltraGCN,VBPR,DUIF,MMGCN,GRCN,LATTICE,FREEDOM,LightGCN")
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's flags

@@ -126,6 +126,8 @@ PLUGIN_RULES: dict[str, Rule] = {
     # FREEDOM.yaml, LATTICE.yaml
     "knn_k": COUNT, "n_mm_layers": COUNT, "n_ui_layers": I(0), "edge_dropout": F(0, 1), "visual_weight": F(0, 1),
     "mm_loss_weight": WEIGHT, "feat_embed_dim": COUNT, "lambda_coeff": F(0, 1),
+    # GRCN.yaml
+    "num_routing": COUNT, "weight_mode": S("confid", "max", "mean"), "pruning": B(),
     # InvRL.yaml
     "invrl_backbone": S(), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
     "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,

@@ -48,7 +48,7 @@ from recbole_invrl.benchmark.table import DEFAULT_METRICS, Metric, latest_rows, 
 
 DEFAULT_MODELS = (
     "Pop", "BPR", "LightGCN", "NGCF", "DGCF", "MacridVAE", "SGL", "UltraGCN",
-    "VBPR", "DUIF", "MMGCN", "LATTICE", "FREEDOM", "UltraGCNMM", "InvRL",
+    "VBPR", "DUIF", "MMGCN", "GRCN", "LATTICE", "FREEDOM", "UltraGCNMM", "InvRL",
 )
 DEFAULT_SEEDS = (2020, 2021, 2022)
 RUNS_FILE = "runs.jsonl"

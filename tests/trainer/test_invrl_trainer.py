@@ -209,7 +209,7 @@ def test_invrl_over_duif_trains_the_final_duif_on_the_mask(clusters):
     assert DUIF.content_reg_key == "proj_reg_weight"
 
 
-@pytest.mark.parametrize("name", ["MMGCN", "LATTICE", "FREEDOM"])
+@pytest.mark.parametrize("name", ["MMGCN", "GRCN", "LATTICE", "FREEDOM"])
 def test_a_model_without_the_eq14_form_is_refused_as_backbone(clusters, name):
     with pytest.raises(ValueError, match=f"invrl_backbone: '{name}' cannot be InvRL's backbone"):
         run(clusters, invrl_backbone=name)
