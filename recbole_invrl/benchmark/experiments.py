@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recbole_invrl.compat import atomic_write  # noqa: E402
@@ -94,6 +95,7 @@ def ndcg_at_k(exp: Experiment, max_k: int = 20) -> tuple[Path, Path]:
     for model, label in (("UltraGCNMM", "UltraGCN-MM"), ("InvRL", "InvRL")):
         ax.plot(table["K"], table[model], marker="o", label=label)
     ax.set(title=f"NDCG@K on {exp.dataset} (test)", xlabel="K", ylabel="NDCG@K")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return exp.write("fig3_ndcg_at_k", table, figure)
 
@@ -119,9 +121,13 @@ def mask_values(exp: Experiment, record_path: str | None = None) -> tuple[Path, 
         part = table[table["field"] == field]
         for role, shown in part.groupby("role", sort=False) if roles else [("", part)]:
             label = f"{role or 'no planted role'} (mean {shown['mask'].mean():.3f})" if roles else None
-            ax.bar(shown["dim"], shown["mask"], width=1.0, color=ROLE_COLOURS[role], label=label)
-        ax.set(ylim=(0, 1), ylabel="m", title=field)
-        if roles:
+            ax.bar(shown["dim"], shown["mask"], width=0.8, color=ROLE_COLOURS[role], label=label)
+        zeros = part[part["mask"] == 0]  # a zero gate draws no bar: mark it, so it is not read as missing
+        ax.plot(zeros["dim"], zeros["mask"], "x", color="black", markersize=4,
+                label="m = 0" if len(zeros) else None)
+        ax.set(ylim=(-0.05, 1), ylabel="m", title=field)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if roles or len(zeros):
             ax.legend(loc="lower right", fontsize="small")
     axes[-1, 0].set_xlabel("content dimension")
     figure.suptitle(f"Invariant mask on {exp.dataset}")
@@ -151,6 +157,7 @@ def moved_share(exp: Experiment, record_path: str | None = None) -> tuple[Path, 
     for iteration, part in table.groupby("iteration"):
         ax.plot(part["partition_round"], part["moved_share"], marker="o", label=f"iteration {iteration}")
     ax.set(title=f"Moved interactions on {exp.dataset}", xlabel="partition round", ylabel="moved share")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return exp.write("fig5_moved_share", table, figure)
 
@@ -166,6 +173,7 @@ def num_envs(exp: Experiment, grid: tuple[int, ...] = ENV_GRID) -> tuple[Path, P
     for key, label in zip(TOP10, ("P@10", "R@10", "N@10")):
         ax.plot(table["num_envs"], table[key], marker="o", label=label)
     ax.set(title=f"InvRL vs |E| on {exp.dataset} (test)", xlabel="|E|", ylabel="score")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     return exp.write("fig6_num_envs", table, figure)
 
