@@ -21,6 +21,9 @@ every run on its command line (the highest precedence, as with ``run_recbole_inv
   ``--config_files`` yaml; ``--topk=[10,20]`` also works as an override).
 - ``<out>/table.md`` and ``<out>/table.csv`` (``table.py``) are rewritten after every run
   from all records in ``runs.jsonl``.
+- A model entry may carry its own overrides, ``Model@key=value[@key=value]``: e.g.
+  ``--models=VBPR,InvRL@invrl_backbone=VBPR`` puts InvRL over VBPR in the table as its own
+  row beside InvRL over UltraGCN-MM. Those keys apply to that entry only.
 - Child logs: ``<out>/logs/<Model>-seed<S>.stderr.txt`` / ``.stdout.txt``; result JSON:
   ``<out>/results/``; checkpoints: ``<out>/saved/<Model>-seed<S>/`` (``--checkpoint_dir=``
   overrides it).
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -77,7 +81,17 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{self.model}-seed{self.seed}"
+        return f"{file_label(self.model)}-seed{self.seed}"
+
+    @property
+    def model_class(self) -> str:
+        """The model to run: the entry without its ``@key=value`` overrides."""
+        return split_model_entry(self.model)[0]
+
+    @property
+    def all_overrides(self) -> tuple[str, ...]:
+        """The benchmark's overrides, then the entry's own."""
+        return (*self.overrides, *split_model_entry(self.model)[1])
 
     @property
     def result_path(self) -> Path:
@@ -180,6 +194,35 @@ def parse_overrides(extras: Sequence[str], error: type[Exception] = BenchmarkErr
     return overrides
 
 
+def split_model_entry(entry: str) -> tuple[str, list[str]]:
+    """``InvRL@invrl_backbone=VBPR`` -> (``InvRL``, [``--invrl_backbone=VBPR``])."""
+    model, *pairs = entry.split("@")
+    return model, [f"--{pair}" for pair in pairs]
+
+
+def file_label(entry: str) -> str:
+    """A model entry as a file-name part: ``InvRL@invrl_backbone=VBPR`` -> ``InvRL-invrl_backbone-VBPR``."""
+    return re.sub(r"[@=]", "-", entry)
+
+
+def canonical_model_entry(entry: str, global_overrides: Sequence[str] = ()) -> str:
+    """The entry with its model's canonical name; ``BenchmarkError`` for a malformed pair, a
+    key the runner sets, or a key the benchmark already overrides for every model."""
+    from recbole_invrl.utils import canonical_model_name
+
+    model, pairs = split_model_entry(entry)
+    model = canonical_model_name(model.strip())
+    parse_overrides(pairs)  # one '=' each, each key once
+    global_keys = {arg[2:].split("=")[0] for arg in global_overrides}
+    for pair in pairs:
+        key = pair[2:].split("=")[0]
+        if key in RESERVED_KEYS:
+            raise BenchmarkError(f"--models: '{entry}': {key} is set by the runner; use {RESERVED_KEYS[key]}")
+        if key in global_keys:
+            raise BenchmarkError(f"--models: '{entry}': {key} is also given for every model")
+    return "@".join([model, *(pair[2:] for pair in pairs)])
+
+
 def _split_list(text: str) -> list[str]:
     items = []
     for item in (i.strip() for i in text.split(",")):
@@ -256,9 +299,9 @@ def prepare(args: argparse.Namespace, overrides: list[str]) -> Plan:
     if args.data_path:
         overrides = [*overrides, f"--data_path={Path(args.data_path).resolve()}"]
 
-    from recbole_invrl.utils import canonical_model_name, get_model
+    from recbole_invrl.utils import get_model
 
-    models = [canonical_model_name(m) for m in _split_list(args.models)]
+    models = [canonical_model_entry(m, overrides) for m in _split_list(args.models)]
     models = list(dict.fromkeys(models))
     plan = Plan(dataset, models, seeds, out_dir, config_files, overrides, metrics,
                 args.timeout, args.table_only)
@@ -269,7 +312,7 @@ def prepare(args: argparse.Namespace, overrides: list[str]) -> Plan:
     unknown = []
     for model in models:
         try:
-            get_model(model)
+            get_model(split_model_entry(model)[0])
         except ValueError as err:
             unknown.append(f"'{model}' ({err})")
     if unknown:
@@ -282,9 +325,10 @@ def prepare(args: argparse.Namespace, overrides: list[str]) -> Plan:
 
     configs = {}
     for model in models:
+        model_class, own = split_model_entry(model)
         try:
-            with command_line(overrides):
-                configs[model] = Config(model, dataset, config_files or None,
+            with command_line([*overrides, *own]):
+                configs[model] = Config(model_class, dataset, config_files or None,
                                         child_config_dict(seeds[0], plan.spec(model, seeds[0]).checkpoint_dir))
         except Exception as err:  # noqa: BLE001 - any config error stops the benchmark
             raise BenchmarkError(f"config of {model} on {dataset}: {type(err).__name__}: {err}") from None
@@ -353,11 +397,11 @@ class RunStore:
 def child_command(spec: RunSpec) -> list[str]:
     """The command line of one run's child process."""
     command = [sys.executable, "-m", "recbole_invrl.benchmark.runner", "--one",
-               f"--model={spec.model}", f"--dataset={spec.dataset}", f"--seed={spec.seed}",
+               f"--model={spec.model_class}", f"--dataset={spec.dataset}", f"--seed={spec.seed}",
                f"--result={spec.result_path}", f"--checkpoint_dir={spec.checkpoint_dir}"]
     if spec.config_files:
         command.append(f"--config_files={' '.join(spec.config_files)}")
-    return [*command, "--", *spec.overrides]
+    return [*command, "--", *spec.all_overrides]
 
 
 def _child_env() -> dict[str, str]:

@@ -65,7 +65,11 @@ def parse_metrics(text: str | Sequence[str] | None) -> list[Metric]:
 
 
 def display_name(model: str) -> str:
-    return DISPLAY_NAMES.get(model, model)
+    """``UltraGCNMM`` -> ``UltraGCN-MM``; an entry with overrides, ``InvRL@invrl_backbone=VBPR``,
+    -> ``InvRL (invrl_backbone=VBPR)``."""
+    model, *pairs = model.split("@")
+    name = DISPLAY_NAMES.get(model, model)
+    return f"{name} ({', '.join(pairs)})" if pairs else name
 
 
 def latest_rows(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:

@@ -124,6 +124,11 @@ def test_runs_with_other_settings_are_not_mixed_into_the_table(tiny, tmp_path, c
     (["--seeds=1,x"], "'x' is not an integer"),
     (["--epochs", "3"], "--key=value"),
     (["--config_files=missing.yaml"], "no such file missing.yaml"),
+    (["--models=BPR@seed=3"], "seed is set by the runner"),
+    (["--models=BPR@epochs=2"], "epochs is also given for every model"),
+    (["--models=BPR@embedding_size"], "--key=value"),
+    (["--models=BPR@embedding_size=8@embedding_size=4"], "more than once"),
+    (["--models=NoSuchModel@embedding_size=8"], "unknown model 'NoSuchModel'"),
 ])
 def test_bad_arguments_exit_2_before_anything_runs(tiny, tmp_path, capsys, extra, message):
     fake = FakeRuns()
@@ -232,3 +237,36 @@ def test_smoke_pop_and_bpr_through_the_real_runner(tiny, tmp_path):
     for row in table.values():
         assert 0.0 <= float(row["N@10 mean"]) <= 1.0 and row["N@10 std"] == ""
     assert md in proc.stdout  # the table is printed at the end
+
+
+def test_a_model_entry_with_its_own_overrides_is_a_row_of_its_own(tiny, tmp_path):
+    fake = FakeRuns()
+    argv = argv_for(tiny, models="BPR,BPR@embedding_size=8@learning_rate=0.01", seeds="1")
+    assert runner.main(argv, run_fn=fake) == 0
+    assert fake.calls == [("BPR", 1), ("BPR@embedding_size=8@learning_rate=0.01", 1)]
+    plan = runner.prepare(*runner.parse_command_line(argv))
+    plain, variant = (plan.spec(m, 1) for m in plan.models)
+    def after_dashes(command):
+        return command[command.index("--") + 1:]
+
+    assert "--epochs=1" in plan.overrides
+    assert after_dashes(runner.child_command(plain)) == plan.overrides
+    command = runner.child_command(variant)
+    assert "--model=BPR" in command
+    assert after_dashes(command) == [*plan.overrides, "--embedding_size=8", "--learning_rate=0.01"]
+    assert "@" not in str(variant.result_path) and variant.result_path != plain.result_path
+    md = (tmp_path / "out/table.md").read_text()
+    assert "| BPR |" in md and "| BPR (embedding_size=8, learning_rate=0.01) |" in md
+
+
+def test_a_model_entry_reaches_the_child_run(tiny, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "run_benchmark.py"), "--dataset=tiny", f"--data_path={tiny}",
+         "--models=BPR@embedding_size=8", "--seeds=2020", "--out=out", "--epochs=1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [run] = read_runs(tmp_path / "out")
+    assert run["model"] == "BPR@embedding_size=8" and run["status"] == "ok"
+    logs = tmp_path / "out/logs"
+    log = "".join((logs / f"BPR-embedding_size-8-seed2020.{k}.txt").read_text() for k in ("stdout", "stderr"))
+    assert "embedding_size = 8" in log
