@@ -102,6 +102,28 @@ def clustered():
     return clustered_interactions
 
 
+def write_clusters(root: Path, n_users: int, n_items: int, per_user: int = 12,
+                   extra: np.ndarray | None = None, words: list[list[int]] | None = None,
+                   name: str = "clusters") -> list[tuple[int, int]]:
+    """``root/<name>/``: ``clustered_interactions`` with a ``v_feat`` of the one-hot cluster,
+    then ``extra`` columns (n_items rows), and ``t_words`` word ids when given; returns the
+    train pairs."""
+    train, valid, test, item_cluster = clustered_interactions(n_users=n_users, n_items=n_items,
+                                                              per_user=per_user)
+    features = np.eye(2)[item_cluster]
+    if extra is not None:
+        features = np.c_[features, extra]
+    write_atomic_dataset(root, name, train, valid, test, dense={"v_feat": features},
+                         words={"t_words": words} if words is not None else None)
+    return train
+
+
+@pytest.fixture
+def clusters_dataset():
+    """The ``write_clusters`` function."""
+    return write_clusters
+
+
 @pytest.fixture
 def build(tmp_path):
     """``build(model, dataset, **config)`` -> (config, dataset, train, valid, test) from tmp_path."""
@@ -126,7 +148,5 @@ def build(tmp_path):
 def tiny_clusters(tmp_path):
     """``tmp_path/data/tiny/``: 20 users and 30 items in 2 clusters, one-hot cluster features,
     P/R/N@10; returns ``tmp_path/data``."""
-    train, valid, test, item_cluster = clustered_interactions(n_users=20, n_items=30)
-    write_atomic_dataset(tmp_path / "data", "tiny", train, valid, test,
-                         dense={"v_feat": np.eye(2)[item_cluster]})
+    write_clusters(tmp_path / "data", n_users=20, n_items=30, name="tiny")
     return tmp_path / "data"

@@ -15,11 +15,9 @@ SHORT_INVRL = {"pretrain_epochs": 3, "invrl_iterations": 1, "num_envs": 2, "part
 
 
 @pytest.fixture
-def clusters(tmp_path, atomic_dataset, clustered):
-    train, valid, test, item_cluster = clustered(n_users=40, n_items=60, per_user=14)
-    rng = np.random.default_rng(0)
-    features = np.hstack([np.eye(2)[item_cluster], rng.normal(size=(60, 3))])
-    atomic_dataset(tmp_path, "clusters", train, valid, test, dense={"v_feat": features})
+def clusters(tmp_path, clusters_dataset):
+    clusters_dataset(tmp_path, n_users=40, n_items=60, per_user=14,
+                     extra=np.random.default_rng(0).normal(size=(60, 3)))
     return tmp_path
 
 

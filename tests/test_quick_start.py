@@ -3,7 +3,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from recbole_invrl.quick_start import run_recbole_invrl
@@ -12,10 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def clusters(tmp_path, atomic_dataset, clustered):
-    train_pairs, valid_pairs, test_pairs, item_cluster = clustered(n_users=20, n_items=30)
-    atomic_dataset(tmp_path, "clusters", train_pairs, valid_pairs, test_pairs,
-                   dense={"v_feat": np.eye(2)[item_cluster]})
+def clusters(tmp_path, clusters_dataset):
+    clusters_dataset(tmp_path, n_users=20, n_items=30)
     return tmp_path
 
 

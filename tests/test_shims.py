@@ -27,10 +27,8 @@ def test_apply_is_idempotent():
 
 
 @pytest.fixture
-def clusters(tmp_path, atomic_dataset, clustered):
-    train, valid, test, item_cluster = clustered(n_users=12, n_items=16, per_user=8)
-    atomic_dataset(tmp_path, "clusters", train, valid, test, dense={"v_feat": np.eye(2)[item_cluster]})
-    return train
+def clusters(tmp_path, clusters_dataset):
+    return clusters_dataset(tmp_path, n_users=12, n_items=16, per_user=8)
 
 
 def lightgcn(build):

@@ -5,16 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def clusters(tmp_path, atomic_dataset, clustered):
-    train, valid, test, item_cluster = clustered(n_users=16, n_items=24, per_user=10)
-    atomic_dataset(tmp_path, "clusters", train, valid, test, dense={"v_feat": np.eye(2)[item_cluster]})
+def clusters(tmp_path, clusters_dataset):
+    clusters_dataset(tmp_path, n_users=16, n_items=24, per_user=10)
     return tmp_path
 
 

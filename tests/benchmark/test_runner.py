@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recbole_invrl.benchmark import runner
+from recbole_invrl.benchmark import child, runner
 from recbole_invrl.benchmark.runner import Plan, describe_failure, execute, last_error_line
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,7 +188,7 @@ def test_crashed_killed_and_timed_out_runs_are_recorded_and_the_others_still_run
             code = CHILDREN[spec.model]
         return [sys.executable, "-c", code]
 
-    monkeypatch.setattr(runner, "child_command", fake_child_command)
+    monkeypatch.setattr(child, "child_command", fake_child_command)
     plan = Plan(dataset="d", models=["Crash", "Killed", "Slow", "Silent", "Good"], seeds=[1],
                 out_dir=tmp_path / "out", timeout=3.0)
     assert execute(plan, log=lambda _: None) == 1
@@ -197,7 +197,7 @@ def test_crashed_killed_and_timed_out_runs_are_recorded_and_the_others_still_run
     assert runs["Good"]["test_result"]["precision@10"] == 0.5
     crash = runs["Crash"]
     assert crash["status"] == "crashed" and crash["error"].startswith("ValueError: boom xxx")
-    assert len(crash["error"]) <= runner.MAX_ERROR_CHARS and crash["error"].endswith("...")
+    assert len(crash["error"]) <= child.MAX_ERROR_CHARS and crash["error"].endswith("...")
     assert "Traceback" in Path(crash["stderr_log"]).read_text()  # the full log is kept
     assert runs["Killed"]["error"].startswith("killed by SIGKILL")
     assert runs["Slow"]["error"] == "timed out after 3 s"
@@ -210,7 +210,7 @@ def test_crashed_killed_and_timed_out_runs_are_recorded_and_the_others_still_run
 
 def test_the_error_is_the_last_line_or_the_child_marker():
     assert last_error_line("a\nTraceback\nValueError: bad\n\n") == "ValueError: bad"
-    marker = runner.ERROR_MARKER
+    marker = child.ERROR_MARKER
     assert last_error_line(f"x\n{marker}KeyError: 'k'\nlater noise\n") == "KeyError: 'k'"
     assert describe_failure(1, "") == "exit code 1"
     assert describe_failure(-9, "log line") == "killed by SIGKILL (out of memory?): log line"
@@ -250,8 +250,8 @@ def test_a_model_entry_with_its_own_overrides_is_a_row_of_its_own(tiny, tmp_path
         return command[command.index("--") + 1:]
 
     assert "--epochs=1" in plan.overrides
-    assert after_dashes(runner.child_command(plain)) == plan.overrides
-    command = runner.child_command(variant)
+    assert after_dashes(child.child_command(plain)) == plan.overrides
+    command = child.child_command(variant)
     assert "--model=BPR" in command
     assert after_dashes(command) == [*plan.overrides, "--embedding_size=8", "--learning_rate=0.01"]
     assert "@" not in str(variant.result_path) and variant.result_path != plain.result_path

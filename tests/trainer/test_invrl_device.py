@@ -21,11 +21,9 @@ HOST_TRANSFERS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__
 
 
 @pytest.fixture
-def clusters(tmp_path, atomic_dataset, clustered):
-    train, valid, test, item_cluster = clustered(n_users=16, n_items=24)
-    features = np.c_[np.eye(2)[item_cluster], np.linspace(0, 1, 24)]
-    atomic_dataset(tmp_path, "clusters", train, valid, test, dense={"v_feat": features},
-                   words={"t_words": [[i % 4 + 1, 6] for i in range(24)]})
+def clusters(tmp_path, clusters_dataset):
+    clusters_dataset(tmp_path, n_users=16, n_items=24, extra=np.linspace(0, 1, 24),
+                     words=[[i % 4 + 1, 6] for i in range(24)])
     return tmp_path
 
 

@@ -12,10 +12,8 @@ SCHEDULE = dict(pretrain_epochs=2, epochs=2, invrl_iterations=3, partition_epoch
 
 
 @pytest.fixture
-def clusters(tmp_path, atomic_dataset, clustered):
-    train_pairs, valid_pairs, test_pairs, item_cluster = clustered(n_users=24, n_items=36)
-    features = np.c_[np.eye(2)[item_cluster], np.random.default_rng(0).random((36, 3))]
-    atomic_dataset(tmp_path, "clusters", train_pairs, valid_pairs, test_pairs, dense={"v_feat": features})
+def clusters(tmp_path, clusters_dataset):
+    clusters_dataset(tmp_path, n_users=24, n_items=36, extra=np.random.default_rng(0).random((36, 3)))
     return tmp_path
 
 
