@@ -16,7 +16,10 @@ stage, so that a measurement takes minutes. Settings (environment of the workloa
 - ``default``: libgomp as it starts (threads spin up to GOMP_SPINCOUNT before sleeping);
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at once when they wait);
 - ``spin10k``: ``GOMP_SPINCOUNT=10000`` (a short spin, then sleep);
-- ``plugin``: the environment ``run_recbole_invrl.py`` sets itself when the user set none.
+- ``plugin``: what ``run_recbole_invrl.py`` does when the user set nothing: libgomp's own
+  wait policy and the ``ThreadGovernor`` (``recbole_invrl/threads.py``), which shrinks the
+  thread team to the CPUs other processes leave free. The other settings switch the
+  governor off (``RECBOLE_INVRL_THREADS=keep``).
 """
 from __future__ import annotations
 

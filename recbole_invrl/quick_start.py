@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from recbole.utils import get_local_time, init_seed, set_color
 
 from recbole_invrl import allocator
+from recbole_invrl.threads import start_governor
 from recbole_invrl.compat import write_json_atomic
 from recbole_invrl.config import Config
 from recbole_invrl.data import MissingDatasetError, create_dataset, data_preparation
@@ -43,6 +44,7 @@ def run_recbole_invrl(
     """
     start = time.time()
     config = load_config(model, dataset, config_file_list, config_dict)
+    start_governor()  # the thread team follows the load (recbole_invrl/threads.py)
     allocator.apply_config(config)
     init_seed(config["seed"], config["reproducibility"])
     os.makedirs(config["checkpoint_dir"], exist_ok=True)  # ranks started together race on it

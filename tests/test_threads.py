@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from recbole_invrl.threads import configure_threads, usable_cpus
+from recbole_invrl import threads
+from recbole_invrl.threads import ThreadGovernor, configure_threads, runnable_threads, usable_cpus, wanted_threads
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRY_SCRIPTS = ["run_recbole_invrl.py", "run_benchmark.py", "run_experiment.py", "run_hyper.py"]
@@ -39,9 +40,9 @@ print(json.dumps({"chosen": chosen, "policy": os.environ.get("OMP_WAIT_POLICY"),
 """
 
 
-def test_passive_wait_policy_when_unset():
+def test_the_wait_policy_is_left_as_libgomp_starts():
     seen = run_child(CONFIGURE)
-    assert seen["policy"] == "PASSIVE" and seen["chosen"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert seen["policy"] is None and "OMP_WAIT_POLICY" not in seen["chosen"]
 
 
 def test_user_settings_are_kept():
@@ -59,14 +60,14 @@ def test_whole_machine_leaves_thread_count_to_torch():
     chosen = configure_threads(env)
     if usable_cpus() < (os.cpu_count() or 1):
         pytest.skip("this process is pinned to part of the machine")
-    assert "OMP_NUM_THREADS" not in chosen and env == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert chosen == {} and env == {}
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"),
                     reason="needs 2 CPUs and sched_setaffinity")
 def test_thread_count_follows_the_affinity_mask():
     seen = run_child(CONFIGURE, cpus={sorted(os.sched_getaffinity(0))[0]})
-    assert seen["threads"] == "1"
+    assert seen["threads"] == "1" and seen["chosen"] == {"OMP_NUM_THREADS": "1"}
     kept = run_child(CONFIGURE, cpus={sorted(os.sched_getaffinity(0))[0]}, OMP_NUM_THREADS="2")
     assert kept["threads"] == "2" and "OMP_NUM_THREADS" not in kept["chosen"]
 
@@ -93,6 +94,63 @@ def test_entry_script_configures_threads_before_torch(script):
     pinned = {sorted(os.sched_getaffinity(0))[0]} if (os.cpu_count() or 1) > 1 else None
     seen = run_child(code, cpus=pinned)
     assert seen["calls"] == [False], "configure_threads must run once, before torch or numpy is imported"
-    assert seen["policy"] == "PASSIVE"
+    assert seen["policy"] is None  # libgomp's own wait policy: the governor sizes the team
     if pinned:
         assert seen["torch_threads"] == 1  # torch started with the pinned process's one CPU
+
+
+# --------------------------------------------------------------------------- the governor
+
+@pytest.mark.parametrize("others, most, wanted", [(0, 2, 2), (0.4, 2, 2), (1, 2, 1), (3, 2, 1),
+                                                   (0, 8, 8), (2.6, 8, 5), (20, 8, 1)])
+def test_the_team_takes_the_cpus_the_others_leave(others, most, wanted):
+    assert wanted_threads(others, most) == wanted
+
+
+def test_runnable_threads_reads_the_machine_and_this_process(tmp_path):
+    (tmp_path / "loadavg").write_text("1.50 0.90 0.40 5/321 4242\n")
+    for tid, state in ((10, "R"), (11, "S"), (12, "R")):
+        (tmp_path / "task" / str(tid)).mkdir(parents=True)
+        (tmp_path / "task" / str(tid) / "stat").write_text(f"{tid} (py (th) on) {state} 1 2 3\n")
+    assert runnable_threads(str(tmp_path / "loadavg"), str(tmp_path / "task")) == (5, 2)
+
+
+def test_the_governor_shrinks_the_team_under_load_and_restores_it_after():
+    samples = iter([(2, 2)] * 3 + [(5, 2)] * 12 + [(2, 2)] * 12)  # (machine, own) runnable threads
+    governor = ThreadGovernor(most=2, sample=lambda: next(samples))
+    seen = [governor.observe() for _ in range(27)]
+    assert seen[:3] == [2, 2, 2]  # alone: the whole team
+    assert seen[14] == 1  # three other runnable threads: one thread left
+    assert seen[-1] == 2  # they are gone: the team is back
+    assert 1 < seen.index(1) < 8  # a running mean, not a single sample
+
+
+def test_the_team_size_changes_at_the_next_optimizer_step():
+    code = """
+import json, torch
+from recbole_invrl.threads import ThreadGovernor
+torch.set_num_threads(2)
+governor = ThreadGovernor(most=2, sample=lambda: (6, 1), interval=3600).start()
+governor.observe()
+param = torch.nn.Parameter(torch.ones(3))
+optimizer = torch.optim.Adam([param])
+before = torch.get_num_threads()
+param.sum().backward()
+optimizer.step()
+during = torch.get_num_threads()
+governor.stop()
+print(json.dumps([before, during, torch.get_num_threads()]))
+"""
+    assert run_child(code) == [2, 1, 2]
+
+
+def test_the_governor_stays_off_where_the_user_fixed_the_threads(monkeypatch):
+    monkeypatch.setattr(threads, "_GOVERNOR", None)
+    assert threads.start_governor({"OMP_NUM_THREADS": "3"}) is None
+    assert threads.start_governor({threads.SWITCH: "keep"}) is None
+    chosen_by_us = {"OMP_NUM_THREADS": "1", threads.CHOSEN: "OMP_NUM_THREADS"}
+    governor = threads.start_governor(chosen_by_us)
+    try:
+        assert governor is not None and threads.start_governor(chosen_by_us) is governor  # once per process
+    finally:
+        governor.stop()

@@ -152,6 +152,7 @@ def squared_deviations(env_grads: torch.Tensor, active: torch.Tensor) -> torch.T
 
 EPOCH_FIELDS = ("risk", "alpha_penalty", "lambda_regulariser",
                 "grad_norm_risk", "grad_norm_penalty", "grad_norm_regulariser")
+GRAD_NORM_EVERY = 8  # learn_mask splits m's gradient into its three terms on every 8th step
 
 
 def learn_mask(
@@ -165,33 +166,43 @@ def learn_mask(
     alpha: float,
     lam: float,
     progress=None,
+    grad_norm_every: int = GRAD_NORM_EVERY,
 ) -> list[dict[str, float]]:
     """Optimise W and m (eq. 10-12). Returns, per epoch, the means over its steps of the
-    risk, alpha x penalty and lambda x R(m), and of the norm of the gradient each of the
-    three puts on m (``grad_norm_*``), with the penalty's share of those norms."""
+    risk, alpha x penalty and lambda x R(m), and the means over every ``grad_norm_every``-th
+    step (the first included) of the norm of the gradient each of the three puts on m
+    (``grad_norm_*``), with the penalty's share of those norms. Splitting m's gradient
+    takes one more backward pass through the risk, so it is measured on a sample of the
+    steps; the update itself uses every step's whole gradient."""
     optimizer = fused_copy(torch.optim.Adam([
         {"params": [learner.weight], "lr": learning_rate},
         {"params": [learner.mask], "lr": mask_lr},
     ]))
     history = []
     for _ in progress(range(epochs)) if progress else range(epochs):
-        sums = torch.zeros(len(EPOCH_FIELDS), device=envs.device)
+        losses = torch.zeros(3, device=envs.device)
+        norms = torch.zeros(3, device=envs.device)
         batches = environment_batches(envs, learner.num_envs, batch_size, cycle=True)
-        for batch in batches:
+        for step, batch in enumerate(batches):
             users, positives, negatives, items = learner.frozen.training_batch(interactions, batch.index)
             optimizer.zero_grad()
             parts = learner.loss(users, positives, negatives, items, batch, alpha, lam)
-            risk_grad, reg_grad = (
-                torch.autograd.grad(term, learner.mask, retain_graph=True)[0]
-                for term in (parts.risk, lam * parts.regulariser)
-            )
+            measured = step % grad_norm_every == 0
+            if measured:
+                risk_grad, reg_grad = (
+                    torch.autograd.grad(term, learner.mask, retain_graph=True)[0]
+                    for term in (parts.risk, lam * parts.regulariser)
+                )
             parts.total.backward()
-            penalty_grad = learner.mask.grad - risk_grad - reg_grad  # the rest of m's gradient
+            if measured:
+                penalty_grad = learner.mask.grad - risk_grad - reg_grad  # the rest of m's gradient
+                norms += torch.stack([risk_grad.norm(), penalty_grad.norm(), reg_grad.norm()])
             optimizer.step()
             learner.clip_()
-            sums += torch.stack([parts.risk.detach(), alpha * parts.penalty.detach(), lam * parts.regulariser.detach(),
-                                 risk_grad.norm(), penalty_grad.norm(), reg_grad.norm()])
-        means = (sums / max(len(batches), 1)).tolist()  # one host transfer per epoch
+            losses += torch.stack([parts.risk.detach(), alpha * parts.penalty.detach(),
+                                   lam * parts.regulariser.detach()])
+        n_measured = -(-len(batches) // grad_norm_every)
+        means = torch.cat([losses / max(len(batches), 1), norms / max(n_measured, 1)]).tolist()  # one host transfer
         history.append(epoch_summary(dict(zip(EPOCH_FIELDS, means))))
     return history
 

@@ -159,6 +159,38 @@ def test_the_history_splits_the_mask_gradient_into_its_three_terms(frozen_factor
     assert epoch["penalty_share"] == pytest.approx(expected["grad_norm_penalty"] / sum(expected.values()), rel=1e-4)
 
 
+def test_the_gradient_split_is_sampled_every_kth_step_and_the_losses_averaged_over_all(frozen_factory):
+    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 2))
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=8)
+    envs = _envs_for(interactions, data, pairs, planted)
+
+    def learner():
+        torch.manual_seed(5)
+        made = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), 2, sigma=0.0)
+        with torch.no_grad():
+            made.weight.normal_()
+        return made
+
+    (epoch,) = learn_mask(learner(), interactions, envs, epochs=1, batch_size=8, learning_rate=0.0, mask_lr=0.0,
+                          alpha=2.0, lam=0.3, grad_norm_every=2)
+    reference = learner()
+    batches = environment_batches(envs, 2, batch_size=8, cycle=True)  # the same draws
+    assert len(batches) >= 3
+    risks, penalties, risk_norms = [], [], []
+    for step, batch in enumerate(batches):
+        users, pos, neg, items = frozen.training_batch(interactions, batch.index)
+        _, risk, penalty = _reference_loss(reference, users, pos, neg, items, envs[batch.index], 2.0, 0.3,
+                                           reference.mask)
+        risks.append(float(risk))
+        penalties.append(float(penalty))
+        if step % 2 == 0:
+            risk_norms.append(float(torch.autograd.grad(risk, reference.mask)[0].norm()))
+    assert epoch["risk"] == pytest.approx(np.mean(risks), rel=1e-4)
+    assert epoch["alpha_penalty"] == pytest.approx(2.0 * np.mean(penalties), rel=1e-4)
+    assert epoch["grad_norm_risk"] == pytest.approx(np.mean(risk_norms), rel=1e-4)
+    assert len(set(np.round(risk_norms, 6))) > 1  # the steps differ, so the sample matters
+
+
 def test_mask_regularisers_and_binary_gate(frozen_factory):
     features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 3))
     frozen, *_ = frozen_factory(features, pairs, n_users=8)
