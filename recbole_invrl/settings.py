@@ -132,7 +132,7 @@ PLUGIN_RULES: dict[str, Rule] = {
     "invrl_backbone": S(), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
     "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,
     "partition_models": S("shared", "fresh"), "partition_start": S("score", "random"),
-    "partition_assign": S("likelihood", "score"), "partition_epochs": COUNT, "partition_rounds": COUNT,
+    "partition_assign": S("likelihood", "score"), "partition_samples": COUNT, "partition_epochs": COUNT, "partition_rounds": COUNT,
     "moved_threshold": F(-1, 1), "partition_l1_weight": WEIGHT, "mask_epochs": COUNT, "mask_lr": POSITIVE,
     "mask_sigma": WEIGHT, "alpha": WEIGHT, "mask_lambda": WEIGHT, "mask_reg": S("l2", "l2_half", "l0"),
     "mask_model_start": S("pretrained", "random"), "penalty_growth": POSITIVE, "mask_type": S("float", "binary"),

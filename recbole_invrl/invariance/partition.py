@@ -19,7 +19,7 @@ Interaction separation (eq. 7): every training interaction moves to the environm
 whose model recognises it best (``partition_assign``): the highest score
 Gamma^(e)(u, i), as eq. 7 writes it (``score``), or the highest log-probability that
 environment e's model picks i among the items for u (``likelihood``):
-Gamma^(e)(u, i) - log sum_j exp Gamma^(e)(u, j), the sum estimated over ``neg_num``
+Gamma^(e)(u, i) - log sum_j exp Gamma^(e)(u, j), the sum estimated over ``partition_samples``
 items drawn uniformly per user (the same for every environment). The raw score favours
 whichever model scores everything higher, and such a model keeps winning interactions
 until one environment holds most of them; the normalised form compares how well each

@@ -164,7 +164,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             train_environments(models, interactions, self.envs, self.config["partition_epochs"],
                                self.config["train_batch_size"], self.config["learning_rate"],
                                self._progress(f"M3 t={t} r={round_}", show_progress))
-            new_envs = models.assign(interactions, self.config["partition_assign"], self.config["neg_num"])
+            new_envs = models.assign(interactions, self.config["partition_assign"], self.config["partition_samples"])
             moved = moved_share(self.envs, new_envs).item()
             sizes = environment_sizes(new_envs, num_envs).tolist()
             self.envs = new_envs

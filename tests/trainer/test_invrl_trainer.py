@@ -178,7 +178,9 @@ def test_invrl_over_vbpr_runs_every_stage_and_its_mask_reaches_the_final_model(c
     stages = []
     real_fit = InvRLTrainer.learn_mask
     monkeypatch.setattr(InvRLTrainer, "learn_mask", lambda self, *a, **k: (stages.append("M4"), real_fit(self, *a, **k)))
-    result = run(clusters, invrl_backbone="VBPR")
+    schedule = {k: v for k, v in SCHEDULE.items() if k != "neg_num"}  # VBPR has no neg_num
+    result = run_recbole_invrl("InvRL", "clusters", config_dict={
+        "data_path": str(clusters), **schedule, "invrl_backbone": "VBPR", "partition_assign": "likelihood"})
     assert stages == ["M4", "M4"]
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
     assert "final.visual_projection.weight" in checkpoint and "backbone.content_bias.weight" in checkpoint
@@ -190,6 +192,7 @@ def test_invrl_over_vbpr_runs_every_stage_and_its_mask_reaches_the_final_model(c
     from recbole_invrl.config import Config
     config = Config("InvRL", "clusters", config_dict={"data_path": str(clusters), "invrl_backbone": "VBPR"})
     assert config["reg_weight"] == 0.0001  # VBPR.yaml is read, then InvRL.yaml
+    assert config["neg_num"] is None and config["partition_samples"] == 50  # M3's own sample count
     assert config["train_neg_sample_args"]["distribution"] == "none"
     assert VBPR.content_reg_key is None  # no final_proj_reg_weight override for VBPR
 
