@@ -30,6 +30,7 @@ from recbole_invrl.compat import atomic_write  # noqa: E402
 from recbole_invrl.quick_start import run_recbole_invrl  # noqa: E402
 
 TOP10 = ("precision@10", "recall@10", "ndcg@10")
+INVISIBLE_GATE = 0.01  # fig4: gates below this get a mark (1% of the axis is no visible bar)
 MASK_VARIANTS = (("binary", "l0", "B+L0"), ("binary", "l2", "B+L2"), ("float", "l0", "F+L0"), ("float", "l2", "F+L2"))
 ENV_GRID = (1, 5, 10, 20, 30)
 
@@ -122,13 +123,14 @@ def mask_values(exp: Experiment, record_path: str | None = None) -> tuple[Path, 
         for role, shown in part.groupby("role", sort=False) if roles else [("", part)]:
             label = f"{role or 'no planted role'} (mean {shown['mask'].mean():.3f})" if roles else None
             ax.bar(shown["dim"], shown["mask"], width=0.8, color=ROLE_COLOURS[role], label=label)
-        zeros = part[part["mask"] == 0]  # a zero gate draws no bar: mark it, so it is not read as missing
+        # a gate near 0 draws no visible bar: mark it, so it is not read as missing
+        zeros = part[part["mask"] < INVISIBLE_GATE]
         ax.plot(zeros["dim"], zeros["mask"], "x", color="black", markersize=4,
-                label="m = 0" if len(zeros) else None)
-        ax.set(ylim=(-0.05, 1), ylabel="m", title=field)
+                label=f"m < {INVISIBLE_GATE:g}" if len(zeros) else None)
+        ax.set(ylim=(-0.05, 1.25), ylabel="m", title=field)  # room above 1 for the legend
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if roles or len(zeros):
-            ax.legend(loc="lower right", fontsize="small")
+            ax.legend(loc="upper right", fontsize="small", ncol=3)
     axes[-1, 0].set_xlabel("content dimension")
     figure.suptitle(f"Invariant mask on {exp.dataset}")
     return exp.write("fig4_mask_values", table, figure)
