@@ -120,7 +120,7 @@ def mask_values(exp: Experiment, record_path: str | None = None) -> tuple[Path, 
                                 constrained_layout=True)
     for ax, (field, _) in zip(axes[:, 0], fields):
         part = table[table["field"] == field]
-        for role, shown in part.groupby("role", sort=False) if roles else [("", part)]:
+        for role, shown in part.groupby("role") if roles else [("", part)]:  # invariant, then spurious
             label = f"{role or 'no planted role'} (mean {shown['mask'].mean():.3f})" if roles else None
             ax.bar(shown["dim"], shown["mask"], width=0.8, color=ROLE_COLOURS[role], label=label)
         # a gate near 0 draws no visible bar: mark it, so it is not read as missing
