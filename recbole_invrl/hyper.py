@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 from recbole.trainer import HyperTuning
 from recbole.utils.utils import dict2str
 
-from recbole_invrl.benchmark import runner
+from recbole_invrl.benchmark import child, runner
 from recbole_invrl.benchmark.render import csv_table, markdown_table
 from recbole_invrl.compat import write_text_atomic
 from recbole_invrl.shims import hyperopt_rstate
@@ -117,7 +117,7 @@ class SubprocessObjective:
         spec = TrialSpec(self.model, self.seed, self.dataset, self.out_dir,
                          tuple(config_files or ()),
                          (*self.fixed_overrides, *params_to_overrides(params)), trial=self.calls)
-        row = runner.run_one_subprocess(spec, self.timeout)
+        row = child.run_one_subprocess(spec, self.timeout)
         if row.get("status") != "ok":
             raise TrialFailed(f"{row.get('error')} (log: {row.get('stderr_log')})")
         result = json.loads(spec.result_path.read_text(encoding="utf-8"))
@@ -402,7 +402,7 @@ def prepare(args: argparse.Namespace, overrides: list[str]) -> SearchPlan:
                                   "of choice parameters only; use --algo=random or --algo=bayes, "
                                   "or write it as a choice", p.line)
     try:
-        with runner.command_line(overrides):
+        with child.command_line(overrides):
             config = Config(model, dataset, config_files or None)
     except Exception as err:  # noqa: BLE001 - any config error stops the search
         raise HyperError(f"config of {model} on {dataset}: {type(err).__name__}: {err}") from None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recbole_invrl import hyper
-from recbole_invrl.benchmark import runner
+from recbole_invrl.benchmark import child
 from recbole_invrl.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_a_killed_trial_subprocess_is_recorded_and_the_search_goes_on(tiny, tmp_
         return [sys.executable, "-c", f"import pathlib; pathlib.Path({str(spec.result_path)!r})"
                                       f".write_text({json.dumps(result)!r})"]
 
-    monkeypatch.setattr(runner, "child_command", fake_child_command)
+    monkeypatch.setattr(child, "child_command", fake_child_command)
     argv = argv_for(tiny, space(tmp_path, "mask_lr choice [0.01, 0.001]\n"), "--epochs=1")
     assert hyper.main(argv) == 0
     rows = read_table(tmp_path)

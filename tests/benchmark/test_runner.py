@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from recbole_invrl.benchmark import child, runner
-from recbole_invrl.benchmark.runner import Plan, describe_failure, execute, last_error_line
+from recbole_invrl.benchmark.child import describe_failure, last_error_line
+from recbole_invrl.benchmark.runner import Plan, execute
 
 REPO = Path(__file__).resolve().parents[2]
 
