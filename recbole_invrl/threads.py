@@ -105,7 +105,6 @@ class ThreadGovernor:
         self.others = 0.0
         self.wanted = most
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def observe(self) -> int:
         """Take one sample; returns the team size it now asks for."""
@@ -133,9 +132,8 @@ class ThreadGovernor:
     def start(self) -> "ThreadGovernor":
         from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-        self._hook = register_optimizer_step_pre_hook(lambda *args: self.apply())
-        self._thread = threading.Thread(target=self._watch, name="recbole-invrl-threads", daemon=True)
-        self._thread.start()
+        self._hook = register_optimizer_step_pre_hook(self.apply)  # called as (optimizer, args, kwargs)
+        threading.Thread(target=self._watch, name="recbole-invrl-threads", daemon=True).start()
         return self
 
     def stop(self) -> None:

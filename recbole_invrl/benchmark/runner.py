@@ -165,10 +165,15 @@ def parse_command_line(argv: Sequence[str]) -> tuple[argparse.Namespace, list[st
     args, extras = parser.parse_known_args(list(argv))
     overrides = parse_overrides(extras)
     for arg in overrides:
-        key = arg[2:].split("=")[0]
+        key = override_key(arg)
         if key in RESERVED_KEYS:
             raise BenchmarkError(f"--{key}=...: set by the runner; use {RESERVED_KEYS[key]} instead")
     return args, overrides
+
+
+def override_key(arg: str) -> str:
+    """``--key=value`` -> ``key``."""
+    return arg[2:].split("=")[0]
 
 
 def parse_overrides(extras: Sequence[str], error: type[Exception] = BenchmarkError) -> list[str]:
@@ -181,7 +186,7 @@ def parse_overrides(extras: Sequence[str], error: type[Exception] = BenchmarkErr
             raise error(f"unrecognised argument '{arg}': RecBole overrides are written --key=value "
                         "(one '=', no space)")
         overrides.append(arg)
-    keys = [a[2:].split("=")[0] for a in overrides]
+    keys = [override_key(a) for a in overrides]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
         raise error(f"override given more than once: {', '.join(duplicates)}")
@@ -207,9 +212,9 @@ def canonical_model_entry(entry: str, global_overrides: Sequence[str] = ()) -> s
     model, pairs = split_model_entry(entry)
     model = canonical_model_name(model.strip())
     parse_overrides(pairs)  # one '=' each, each key once
-    global_keys = {arg[2:].split("=")[0] for arg in global_overrides}
+    global_keys = {override_key(arg) for arg in global_overrides}
     for pair in pairs:
-        key = pair[2:].split("=")[0]
+        key = override_key(pair)
         if key in RESERVED_KEYS:
             raise BenchmarkError(f"--models: '{entry}': {key} is set by the runner; use {RESERVED_KEYS[key]}")
         if key in global_keys:

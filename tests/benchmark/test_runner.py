@@ -217,12 +217,18 @@ def test_the_error_is_the_last_line_or_the_child_marker():
     assert describe_failure(-9, "log line") == "killed by SIGKILL (out of memory?): log line"
 
 
-def test_smoke_pop_and_bpr_through_the_real_runner(tiny, tmp_path):
+def run_benchmark_cli(data_path, cwd, models):
+    """``run_benchmark.py`` on the tiny set, seed 2020, 1 epoch, into ``cwd/out``; must exit 0."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "run_benchmark.py"), "--dataset=tiny", f"--data_path={tiny}",
-         "--models=Pop,BPR", "--seeds=2020", "--out=out", "--epochs=1"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+        [sys.executable, str(REPO / "run_benchmark.py"), "--dataset=tiny", f"--data_path={data_path}",
+         f"--models={models}", "--seeds=2020", "--out=out", "--epochs=1"],
+        capture_output=True, text=True, cwd=cwd, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc
+
+
+def test_smoke_pop_and_bpr_through_the_real_runner(tiny, tmp_path):
+    proc = run_benchmark_cli(tiny, tmp_path, "Pop,BPR")
     out = tmp_path / "out"
     runs = read_runs(out)
     assert [(r["model"], r["seed"], r["status"]) for r in runs] == [("Pop", 2020, "ok"),
@@ -261,11 +267,7 @@ def test_a_model_entry_with_its_own_overrides_is_a_row_of_its_own(tiny, tmp_path
 
 
 def test_a_model_entry_reaches_the_child_run(tiny, tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "run_benchmark.py"), "--dataset=tiny", f"--data_path={tiny}",
-         "--models=BPR@embedding_size=8", "--seeds=2020", "--out=out", "--epochs=1"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    run_benchmark_cli(tiny, tmp_path, "BPR@embedding_size=8")
     [run] = read_runs(tmp_path / "out")
     assert run["model"] == "BPR@embedding_size=8" and run["status"] == "ok"
     logs = tmp_path / "out/logs"
