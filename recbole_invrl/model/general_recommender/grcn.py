@@ -48,16 +48,16 @@ from torch import nn
 
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
-from recbole_invrl.model.multimodal_graph import bipartite_edges, edge_softmax, modality_rows, weighted_sum
+from recbole_invrl.model.multimodal_graph import EdgeGraph, bipartite_edges, modality_rows
 
 WEIGHT_MODES = ("confid", "max", "mean")
 
 
-def attention_convolution(x: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sum_j alpha_vj x_j for every node v, alpha per edge), alpha the softmax of <x_v, x_j>
-    over the edges into v."""
-    alpha = edge_softmax((x[target] * x[source]).sum(-1), target, len(x))
-    return weighted_sum(x, source, target, alpha), alpha
+def attention_convolution(rows: torch.Tensor, cols: torch.Tensor, graph: EdgeGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum_j alpha_vj x_j for every target node v, alpha per edge), alpha the softmax of
+    <x_v, x_j> over the edges into v; ``rows`` are the target nodes' x, ``cols`` the sources'."""
+    alpha = graph.softmax(graph.edge_dot(rows, cols))
+    return graph.aggregate(alpha, cols), alpha
 
 
 class ModalityRefiner(nn.Module):
@@ -71,17 +71,16 @@ class ModalityRefiner(nn.Module):
         self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, latent_size)))  # p_u
         nn.init.xavier_normal_(self.projection.weight)
 
-    def forward(self, rows: torch.Tensor, source: torch.Tensor, target: torch.Tensor, to_users: torch.Tensor):
-        """(r^m for every node, alpha^m per edge); ``to_users`` selects the item -> user edges."""
+    def forward(self, rows: torch.Tensor, graph: EdgeGraph, routing: EdgeGraph):
+        """(r^m for every node, alpha^m per edge of ``graph``); ``routing`` holds the
+        item -> user edges."""
         features = F.normalize(F.leaky_relu(self.projection(rows)), dim=-1)
         preference = F.normalize(self.preference, dim=-1)
-        item_source, user_target = source[to_users], target[to_users]
         for _ in range(self.num_routing):  # prototypical routing (§3.2.1)
-            x = torch.cat([preference, features])
-            routed, _ = attention_convolution(x, item_source, user_target)
-            preference = F.normalize(preference + routed[: self.n_users], dim=-1)
+            routed, _ = attention_convolution(preference, torch.cat([preference, features]), routing)
+            preference = F.normalize(preference + routed, dim=-1)
         x = torch.cat([preference, features])
-        messages, alpha = attention_convolution(x, source, target)
+        messages, alpha = attention_convolution(x, x, graph)
         return x + messages, alpha
 
 
@@ -105,10 +104,11 @@ class GRCN(MultimodalRecommender):
         n_nodes = self.n_users + self.n_items
         if shared is None:
             source, target = bipartite_edges(dataset.inter_matrix(form="csr"), self.n_users)
+            self.graph = EdgeGraph(source, target, n_nodes, n_nodes)
+            to_users = target < self.n_users
+            self.routing = EdgeGraph(source[to_users], target[to_users], self.n_users, n_nodes)
         else:
-            source, target = shared.edge_source, shared.edge_target
-        self.register_buffer("edge_source", source, persistent=False)
-        self.register_buffer("edge_target", target, persistent=False)
+            self.graph, self.routing = shared.graph, shared.routing
         self.id_embedding = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_nodes, self.embedding_size)))
         self.refiners = nn.ModuleList(
             ModalityRefiner(self.n_users, width, latent_size, num_routing) for _, width in self.content_layout
@@ -120,7 +120,7 @@ class GRCN(MultimodalRecommender):
         """The refined weight of every message j -> v from the modalities' affinities."""
         alpha = torch.stack(alphas, dim=1)  # (E, M)
         if self.weight_mode == "confid":
-            weight = (alpha * self.confidence[self.edge_source]).amax(1)
+            weight = (alpha * self.confidence.index_select(0, self.graph.source)).amax(1)
         elif self.weight_mode == "max":
             weight = alpha.amax(1)
         else:
@@ -129,16 +129,14 @@ class GRCN(MultimodalRecommender):
 
     def propagate(self) -> torch.Tensor:
         """Every node's representation [id representation || r^1 || ... || r^M]."""
-        source, target = self.edge_source, self.edge_target
-        to_users = target < self.n_users
         refined = [
-            refiner(rows, source, target, to_users)
+            refiner(rows, self.graph, self.routing)
             for refiner, rows in zip(self.refiners, modality_rows(self.content))
         ]
         weight = self.edge_weights([alpha for _, alpha in refined])
         x = F.normalize(self.id_embedding, dim=-1)
-        first = weighted_sum(x, source, target, weight)
-        second = weighted_sum(first, source, target, weight)
+        first = self.graph.aggregate(weight, x)
+        second = self.graph.aggregate(weight, first)
         return torch.cat([x + first + second, *(r for r, _ in refined)], dim=1)
 
     def scoring_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
