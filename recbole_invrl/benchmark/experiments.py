@@ -80,9 +80,9 @@ def mask_ablation(exp: Experiment) -> tuple[Path, Path]:
         rows.append({"variant": label, **{k: result[k] for k in TOP10}})
     table = pd.DataFrame(rows)
     figure, ax = plt.subplots(figsize=(6, 3.5))
-    table.set_index("variant")[list(TOP10)].plot.bar(ax=ax, rot=0)
+    table.set_index("variant")[list(TOP10)].plot.bar(ax=ax, rot=0, width=0.75, edgecolor="white", linewidth=2)
     ax.set(title=f"Mask variants on {exp.dataset} (test)", xlabel="mask type + regulariser", ylabel="score")
-    ax.legend(["P@10", "R@10", "N@10"])
+    ax.legend(["P@10", "R@10", "N@10"], loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return exp.write("table3_mask_ablation", table, figure)
 
 
@@ -175,8 +175,8 @@ def num_envs(exp: Experiment, grid: tuple[int, ...] = ENV_GRID) -> tuple[Path, P
     for key, label in zip(TOP10, ("P@10", "R@10", "N@10")):
         ax.plot(table["num_envs"], table[key], marker="o", label=label)
     ax.set(title=f"InvRL vs |E| on {exp.dataset} (test)", xlabel="|E|", ylabel="score")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend()
+    ax.set_xticks(list(grid))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return exp.write("fig6_num_envs", table, figure)
 
 
