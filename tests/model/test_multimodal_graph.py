@@ -37,30 +37,29 @@ def test_edges_are_kept_once_each_sorted_by_target(graph):
     assert graph.target.tolist() == sorted(graph.target.tolist())
 
 
+def assert_same_values_and_gradients(got, expected, upstream, inputs):
+    torch.testing.assert_close(got, expected)
+    got_grads = torch.autograd.grad((got * upstream).sum(), inputs)
+    expected_grads = torch.autograd.grad((expected * upstream).sum(), inputs)
+    for g, e in zip(got_grads, expected_grads):
+        torch.testing.assert_close(g, e)
+
+
 def test_edge_dot_and_its_gradients_match_a_loop(graph):
     rows = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     cols = torch.randn(11, 5, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(len(graph.source), dtype=torch.float64)
-    got = graph.edge_dot(rows, cols)
-    expected = loop_edge_dot(rows, cols, graph.source, graph.target)
-    torch.testing.assert_close(got, expected)
-    got_grads = torch.autograd.grad((got * weight).sum(), (rows, cols))
-    expected_grads = torch.autograd.grad((expected * weight).sum(), (rows, cols))
-    for g, e in zip(got_grads, expected_grads):
-        torch.testing.assert_close(g, e)
+    upstream = torch.randn(len(graph.source), dtype=torch.float64)
+    assert_same_values_and_gradients(graph.edge_dot(rows, cols),
+                                     loop_edge_dot(rows, cols, graph.source, graph.target), upstream, (rows, cols))
 
 
 def test_aggregate_and_its_gradients_match_a_loop(graph):
     values = torch.randn(len(graph.source), dtype=torch.float64, requires_grad=True)
     cols = torch.randn(11, 3, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(7, 3, dtype=torch.float64)
-    got = graph.aggregate(values, cols)
-    expected = loop_aggregate(values, cols, graph.source, graph.target, 7)
-    torch.testing.assert_close(got, expected)
-    got_grads = torch.autograd.grad((got * upstream).sum(), (values, cols))
-    expected_grads = torch.autograd.grad((expected * upstream).sum(), (values, cols))
-    for g, e in zip(got_grads, expected_grads):
-        torch.testing.assert_close(g, e)
+    assert_same_values_and_gradients(graph.aggregate(values, cols),
+                                     loop_aggregate(values, cols, graph.source, graph.target, 7), upstream,
+                                     (values, cols))
 
 
 def test_softmax_sums_to_one_over_each_nodes_in_edges(graph):
