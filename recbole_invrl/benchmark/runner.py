@@ -382,6 +382,16 @@ def _metric_summary(row: dict[str, Any], metrics: Sequence[Metric]) -> str:
     return ", ".join(f"{label} {result[key]:.4f}" for label, key in metrics if key in result)
 
 
+def table_order(entries: Sequence[str]) -> list[str]:
+    """Table rows in the order of ``DEFAULT_MODELS`` (the paper's Table 2 first, InvRL last),
+    an entry with overrides after its model, other models after them; ties keep their order."""
+    def rank(entry: str) -> tuple[int, bool]:
+        model = entry.split("@", 1)[0]
+        return (DEFAULT_MODELS.index(model) if model in DEFAULT_MODELS else len(DEFAULT_MODELS), "@" in entry)
+
+    return sorted(dict.fromkeys(entries), key=rank)
+
+
 def execute(plan: Plan, run_fn: RunFn | None = None, log: Callable[[str], None] | None = None) -> int:
     """Run every pending (model, seed) of ``plan``, record it, and rewrite the table."""
     run_fn = run_fn or run_one_subprocess
@@ -395,7 +405,7 @@ def execute(plan: Plan, run_fn: RunFn | None = None, log: Callable[[str], None] 
             f"(e.g. {foreign[0].get('settings')}, now {plan.settings}); use another --out or "
             "remove that file")
     def table() -> Path:
-        order = list(dict.fromkeys([*plan.models, *(r["model"] for r in rows)]))
+        order = table_order([*plan.models, *(r["model"] for r in rows)])
         md, _ = write_table(rows, plan.out_dir, plan.metrics, f"Benchmark on {plan.dataset}", order)
         return md
 

@@ -273,3 +273,8 @@ def test_a_model_entry_reaches_the_child_run(tiny, tmp_path):
     logs = tmp_path / "out/logs"
     log = "".join((logs / f"BPR-embedding_size-8-seed2020.{k}.txt").read_text() for k in ("stdout", "stderr"))
     assert "embedding_size = 8" in log
+
+
+def test_table_rows_follow_the_default_model_list_whatever_the_command_order():
+    entries = ["GRCN", "MyModel", "InvRL@invrl_backbone=VBPR", "Pop", "InvRL", "VBPR", "GRCN"]
+    assert runner.table_order(entries) == ["Pop", "VBPR", "GRCN", "InvRL", "InvRL@invrl_backbone=VBPR", "MyModel"]
