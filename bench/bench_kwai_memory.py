@@ -195,7 +195,7 @@ def instrument(rec: StageRecorder, objects: dict) -> None:
 def cap_batches(train, limit: int) -> None:
     """Stop every training pass (RecBole epochs, M3 and M4 epochs) after ``limit`` batches:
     memory per batch is the same all epoch long, and time scales with the batch count."""
-    from recbole_invrl.invariance.common import TrainingInteractions
+    from recbole_invrl.invariance import mask, partition
 
     def capped(iterate):
         @functools.wraps(iterate)
@@ -205,7 +205,9 @@ def cap_batches(train, limit: int) -> None:
 
     train.__class__ = type(train.__class__.__name__, (train.__class__,),
                            {"__iter__": capped(train.__class__.__iter__)})
-    TrainingInteractions.batches = capped(TrainingInteractions.batches)
+    for stage in (mask, partition):  # M4 and M3 take their steps from environment_batches
+        batches = stage.environment_batches
+        stage.environment_batches = functools.wraps(batches)(lambda *a, _b=batches, **k: _b(*a, **k)[:limit])
 
 
 def dataset_settings(model: str | None, folder: Path) -> dict:
