@@ -21,11 +21,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from recbole_invrl.data import synthetic
-
-
-def purity(assigned: np.ndarray, truth: np.ndarray) -> float:
-    """Share of rows whose environment is the majority planted one of their cluster."""
-    return sum(np.bincount(truth[assigned == c]).max() for c in np.unique(assigned)) / len(truth)
+from recbole_invrl.invariance.truth import purity
 
 
 def environment_log_likelihoods(world, users: np.ndarray, items: np.ndarray) -> np.ndarray:
