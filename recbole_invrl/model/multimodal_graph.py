@@ -4,8 +4,7 @@ content rows, the user-item bipartite graph and message passing over it, vectori
 Nodes are users 0..n_users-1 followed by items n_users..n_users+n_items-1 (RecBole's id 0
 of each is padding and has no edge). An edge list holds each training interaction once in
 each direction, as (source, target) node pairs; a message goes from source to target.
-Fixed weights propagate as one sparse matrix product. Learned weights (GRCN's refined
-graph) go through ``EdgeGraph``: the edges sorted by target as a CSR pattern, on which a
+Messages go through ``EdgeGraph``: the edges sorted by target as a CSR pattern, on which a
 per-edge dot product is one sampled dense-dense product (SDDMM) and a weighted sum over
 each node's in-edges one sparse-dense product (SpMM), both ways differentiated in closed
 form. No (edges x width) tensor is formed, forward or backward.
@@ -35,9 +34,10 @@ def modality_rows(content: ContentEncoder, items: torch.Tensor | None = None) ->
         if field in content.word_embeddings:
             block = content.word_table(field)
             block = block if every else block[items]
-        else:
-            block = content.dense_rows(field, items)
-        rows.append(block * content.content_mask[start : start + width])
+            rows.append(block * content.content_mask[start : start + width])
+        else:  # a fresh gather: masked in place unless the mask is being learned
+            block, mask = content.dense_rows(field, items), content.content_mask[start : start + width]
+            rows.append(block * mask if mask.requires_grad else block.mul_(mask))
         start += width
     return rows
 
@@ -49,14 +49,6 @@ def bipartite_edges(interactions, n_users: int) -> tuple[torch.Tensor, torch.Ten
     users = torch.from_numpy(matrix.row.astype(np.int64))
     items = torch.from_numpy(matrix.col.astype(np.int64)) + n_users
     return torch.cat([users, items]), torch.cat([items, users])
-
-
-def mean_adjacency(source: torch.Tensor, target: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    """Sparse (n_nodes, n_nodes) A with A[v, j] = 1 / |N(v)| for each edge j -> v, so that
-    A @ X averages each node's neighbours (a node without neighbours gets 0)."""
-    in_degree = torch.bincount(target, minlength=n_nodes).float()
-    values = 1.0 / in_degree[target]
-    return torch.sparse_coo_tensor(torch.stack([target, source]), values, (n_nodes, n_nodes)).coalesce()
 
 
 def edge_softmax(scores: torch.Tensor, target: torch.Tensor, n_nodes: int) -> torch.Tensor:
@@ -111,6 +103,13 @@ class EdgeGraph(nn.Module):
     def softmax(self, scores: torch.Tensor) -> torch.Tensor:
         """Softmax of edge ``scores`` over the edges into each target node."""
         return edge_softmax(scores, self.target, self.shape[0])
+
+
+def mean_weights(graph: EdgeGraph) -> torch.Tensor:
+    """1 / |N(v)| for each edge j -> v of ``graph``, so that ``graph.aggregate`` of them
+    averages each node's neighbours (a node without neighbours gets 0)."""
+    in_degree = torch.bincount(graph.target, minlength=graph.shape[0]).float()
+    return in_degree.index_select(0, graph.target).reciprocal()
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

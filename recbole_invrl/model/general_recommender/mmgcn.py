@@ -28,7 +28,7 @@ from torch import nn
 
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
-from recbole_invrl.model.multimodal_graph import bipartite_edges, mean_adjacency, modality_rows
+from recbole_invrl.model.multimodal_graph import EdgeGraph, bipartite_edges, mean_weights, modality_rows
 
 COMBINATIONS = ("concat", "add")
 
@@ -56,13 +56,15 @@ class ModalityGraph(nn.Module):
         for linear in [*self.aggregate, *self.transform, *self.combine]:
             nn.init.xavier_normal_(linear.weight)
 
-    def forward(self, item_content: torch.Tensor, adjacency: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Every node's layer-L representation in this modality, (n_users + n_items, K)."""
+    def forward(self, item_content: torch.Tensor, graph: EdgeGraph, weights: torch.Tensor,
+                ids: torch.Tensor) -> torch.Tensor:
+        """Every node's layer-L representation in this modality, (n_users + n_items, K), over
+        the bipartite ``graph`` with the mean's per-edge ``weights``."""
         if self.input_map is not None:
             item_content = self.input_map(item_content)
         x = F.normalize(torch.cat([self.preference, item_content]), dim=-1)
         for aggregate, transform, combine in zip(self.aggregate, self.transform, self.combine):
-            h = F.leaky_relu(torch.sparse.mm(adjacency, aggregate(x)))  # eq. 2
+            h = F.leaky_relu(graph.aggregate(weights, aggregate(x)))  # eq. 2
             x_hat = F.leaky_relu(transform(x)) + ids  # eq. 5
             if self.combination == "concat":
                 x = F.leaky_relu(combine(torch.cat([h, x_hat], dim=-1)))  # eq. 6
@@ -89,11 +91,11 @@ class MMGCN(MultimodalRecommender):
 
         n_nodes = self.n_users + self.n_items
         if shared is None:
-            source, target = bipartite_edges(dataset.inter_matrix(form="csr"), self.n_users)
-            adjacency = mean_adjacency(source, target, n_nodes)
+            self.graph = EdgeGraph(*bipartite_edges(dataset.inter_matrix(form="csr"), self.n_users), n_nodes, n_nodes)
+            weights = mean_weights(self.graph)
         else:
-            adjacency = shared.adjacency
-        self.register_buffer("adjacency", adjacency, persistent=False)
+            self.graph, weights = shared.graph, shared.mean_weights
+        self.register_buffer("mean_weights", weights, persistent=False)  # 1 / |N(v)| per edge j -> v
         self.id_embedding = nn.Embedding(n_nodes, self.embedding_size)  # v_id: users, then items
         nn.init.xavier_normal_(self.id_embedding.weight)
         self.modalities = nn.ModuleList(
@@ -106,7 +108,7 @@ class MMGCN(MultimodalRecommender):
         """u*, then i*: the sum over modalities of each node's layer-L vector (eq. 7)."""
         ids = self.id_embedding.weight
         outputs = [
-            graph(rows, self.adjacency, ids)
+            graph(rows, self.graph, self.mean_weights, ids)
             for graph, rows in zip(self.modalities, modality_rows(self.content))
         ]
         return torch.stack(outputs).sum(0)

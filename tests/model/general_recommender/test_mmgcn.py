@@ -97,8 +97,11 @@ def test_layers_and_sizes(toy):
     assert visual.input_map.weight.shape == (2, 3) and words.input_map is None
     assert visual.preference.shape == (model.n_users, 2) and words.preference.shape == (model.n_users, 2)
     assert model.id_embedding.weight.shape == (model.n_users + model.n_items, 3)
-    assert model.adjacency.shape == (model.n_users + model.n_items,) * 2
-    assert model.adjacency._nnz() == 2 * len(TOY_TRAIN)
+    assert model.graph.shape == (model.n_users + model.n_items,) * 2
+    assert len(model.graph.source) == 2 * len(TOY_TRAIN)
+    # the weights average: those into one node sum to 1
+    into = torch.zeros(model.n_users + model.n_items).index_add_(0, model.graph.target, model.mean_weights)
+    torch.testing.assert_close(into[into > 0], torch.ones(int((into > 0).sum())))
 
 
 @pytest.mark.parametrize("combination", ["concat", "add"])
@@ -129,6 +132,29 @@ def test_loss_is_bpr_plus_l2(toy):
     loss.backward()
     assert model.modalities[0].input_map.weight.grad.abs().sum() > 0
     assert model.content.word_embeddings["t_words"].weight.grad.abs().sum() > 0
+
+
+def test_gradients_match_a_dense_adjacency(toy):
+    """The loss's gradients with the sparse edge aggregation equal those with the same
+    averaging written as a dense matrix product."""
+    model, data = toy
+    users, pos, neg = torch.tensor([1, 2, 3]), torch.tensor([1, 3, 4]), torch.tensor([5, 1, 4])
+    batch = Interaction({"user_id": users, "item_id": pos, "neg_item_id": neg})
+    model.calculate_loss(batch).backward()
+    sparse = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+
+    n_nodes = model.n_users + model.n_items
+    dense = torch.zeros(n_nodes, n_nodes)
+    for v, around in enumerate(reference_neighbours(model, data)):
+        for j in around:
+            dense[v, j] = 1.0 / len(around)
+
+    model.graph.aggregate = lambda weights, cols: dense @ cols
+    model.calculate_loss(batch).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, sparse[name], rtol=1e-5, atol=1e-7, msg=name)
+    assert sparse["id_embedding.weight"].abs().sum() > 0
 
 
 def test_content_mask_reaches_the_graph(toy):
