@@ -24,7 +24,6 @@ def non_negative(config, key: str, kind: type = float):
     return kind(value)
 
 
-
 def check_pairwise_sampling(config, model: str) -> None:
     """``train_neg_sample_args`` of a model trained pairwise (BPR): RecBole's sampler with at
     least one negative per positive, or none (``~``), where the model draws its own."""
@@ -45,9 +44,30 @@ def check_pairwise_sampling(config, model: str) -> None:
             f"{args!r}"
         )
 
+
 def final_mask(mask: torch.Tensor, mask_type: str) -> torch.Tensor:
     """m as the final model uses it: the float mask, or thresholded at 0.5 when binary."""
     return (mask > 0.5).float() if mask_type == "binary" else mask
+
+
+class MaskWatch:
+    """Says when a table built from the content mask (a frozen kNN item graph) must be built
+    again: the mask is another tensor, moved device, or was written in place with other
+    values. Writing the same values back, as RecBole's best-model reload does through
+    ``load_state_dict``, keeps the table. Values are compared only after a write, so a
+    training step never waits on the device."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._values: torch.Tensor | None = None
+
+    def changed(self, mask: torch.Tensor) -> bool:
+        key = (id(mask), mask._version, mask.device)
+        if key == self._key:
+            return False
+        same = self._values is not None and self._values.device == mask.device and torch.equal(self._values, mask)
+        self._key, self._values = key, mask.detach().clone()
+        return not same
 
 
 class AllItemsCache(nn.Module):

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_invrl.model import common
-from recbole_invrl.model.common import distinct_items, gathered_dot
+from recbole_invrl.model.common import MaskWatch, distinct_items, gathered_dot
 
 
 def test_distinct_items_by_flags_equal_torch_unique():
@@ -49,3 +49,14 @@ def test_gathered_dot_second_order_gradients_equal_autograd():
         results.append(torch.autograd.grad(penalty, [table, vectors]))
     for new, old in zip(*results):
         torch.testing.assert_close(new, old)
+
+
+def test_mask_watch_sees_new_values_not_rewrites_of_the_same():
+    mask, watch = torch.ones(4), MaskWatch()
+    assert watch.changed(mask)  # nothing built yet
+    assert not watch.changed(mask)
+    mask.copy_(torch.ones(4))  # a reload of the same values: the version moves, the values do not
+    assert mask._version > 0 and not watch.changed(mask)
+    mask[2] = 0.5
+    assert watch.changed(mask) and not watch.changed(mask)
+    assert watch.changed(mask.clone().fill_(1.0))  # another tensor with other values

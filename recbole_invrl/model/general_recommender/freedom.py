@@ -79,7 +79,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
-from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
+from recbole_invrl.model.common import MaskWatch, check_pairwise_sampling, non_negative, positive_int
 from recbole_invrl.model.multimodal_graph import bipartite_edges, modality_rows
 
 KNN_BLOCK_ENTRIES = 2**24  # similarities formed at once while building the kNN graph (64 MiB)
@@ -164,7 +164,7 @@ class FREEDOM(MultimodalRecommender):
         )
         self._pruned: torch.Tensor | None = None
         self._item_graph: torch.Tensor | None = None
-        self._item_graph_key: tuple | None = None
+        self._item_graph_mask = MaskWatch()
 
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)
@@ -239,10 +239,8 @@ class FREEDOM(MultimodalRecommender):
 
     def item_graph(self) -> torch.Tensor:
         """The frozen S, rebuilt only when the content mask changed or moved device."""
-        mask = self.content_mask
-        key = (id(mask), mask._version, mask.device)
-        if self._item_graph is None or self._item_graph_key != key:
-            self._item_graph, self._item_graph_key = self.build_item_graph(), key
+        if self._item_graph_mask.changed(self.content_mask) or self._item_graph is None:
+            self._item_graph = self.build_item_graph()
         return self._item_graph
 
     # ----------------------------------------------------------------- vectors

@@ -38,7 +38,8 @@ Where this follows MMRec (``src/models/lattice.py``) and where it differs:
   its gradient goes only through the n_items x k kept similarities, recomputed from the
   gathered rows (the top-k indices are found without gradient). At Kwai's size this is
   the largest cost of a CPU epoch (``bench/bench_kwai_memory.py --models LATTICE``); the
-  initial graph, on the 2,048-d rows, is built once, and
+  initial graph, on the 2,048-d rows, is built once (a best-model reload that writes the
+  same mask back keeps it), and
   ``modality_rows`` forms the (n_items, width) masked rows at each rebuild (0.7 GB for
   Kwai's visual modality).
 - The graphs are kept as padded neighbour lists (n_items, k) of indices and weights (a
@@ -71,7 +72,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
-from recbole_invrl.model.common import check_pairwise_sampling, gathered_dot, non_negative, positive_int
+from recbole_invrl.model.common import MaskWatch, check_pairwise_sampling, gathered_dot, non_negative, positive_int
 from recbole_invrl.model.multimodal_graph import bipartite_edges, modality_rows
 
 KNN_BLOCK_ENTRIES = 2**24  # similarities held at once while a kNN graph is built (64 MiB of float32)
@@ -163,7 +164,7 @@ class LATTICE(MultimodalRecommender):
         self.projections = nn.ModuleList(nn.Linear(width, self.feat_embed_dim) for _, width in self.content_layout)
         n_modalities = len(self.content_layout)
         self.modal_weight = nn.Parameter(torch.full((n_modalities,), 1.0 / n_modalities))
-        self._initial_key = None
+        self._initial_mask = MaskWatch()
         self._initial_graphs = None  # [(neighbours, weights)] per modality: S~^m
         self._item_graph = None  # (neighbours, weights) of A, detached, for the epoch's later batches
         self._rebuild = True
@@ -176,12 +177,9 @@ class LATTICE(MultimodalRecommender):
     # ----------------------------------------------------------------- graphs
     def initial_graphs(self, rows: list[torch.Tensor], valid: list[torch.Tensor]):
         """S~^m of every modality (eq. 1-3 on m * c_i), rebuilt when the mask changes."""
-        mask = self.content_mask
-        key = (id(mask), mask._version, mask.device)
-        if self._initial_key != key:
+        if self._initial_mask.changed(self.content_mask) or self._initial_graphs is None:
             with torch.no_grad():
                 self._initial_graphs = [knn_graph(r, v, self.knn_k) for r, v in zip(rows, valid)]
-            self._initial_key = key
         return self._initial_graphs
 
     def item_graph(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -246,6 +246,18 @@ def test_content_mask_reaches_the_graph(toy):
     assert graph.sum() == pytest.approx(0.3 * graph.shape[0] - 0.3, rel=1e-5)  # row sums 0.3 (k entries of 1/k)
 
 
+def test_best_model_reload_keeps_the_item_graph(toy):
+    """Loading a state with the same mask keeps the built S; another mask rebuilds it."""
+    model, _ = toy
+    graph = model.item_graph()
+    model.load_state_dict(model.state_dict())  # as RecBole's evaluate(load_best_model=True)
+    assert model.item_graph() is graph
+    state = model.state_dict()
+    state["content.content_mask"] = torch.tensor([1.0, 0.0, 0.5, 0.0, 0.0])
+    model.load_state_dict(state)
+    assert model.item_graph() is not graph
+
+
 def test_full_sort_predict_equals_predict_for_every_pair(toy):
     model, _ = toy
     model.eval()

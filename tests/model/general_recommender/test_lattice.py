@@ -200,6 +200,20 @@ def test_content_mask_reaches_both_graphs(toy):
     assert not torch.allclose(scores, before, atol=1e-4)
 
 
+def test_best_model_reload_keeps_the_initial_graphs(toy):
+    model, _ = toy
+    model.eval()
+    with torch.no_grad():
+        model.item_graph()
+        initial = model._initial_graphs
+        model.load_state_dict(model.state_dict())  # as RecBole's evaluate(load_best_model=True)
+        model.item_graph()
+        assert model._initial_graphs is initial
+        model.set_content_mask(torch.tensor([1.0, 0.0, 0.5, 0.0, 0.0]))
+        model.item_graph()
+        assert model._initial_graphs is not initial
+
+
 def test_full_sort_predict_equals_predict_for_every_pair(toy):
     model, _ = toy
     model.eval()
