@@ -29,6 +29,7 @@ M3/M4 content table) and how many distinct bytes they hold.
     python bench/bench_kwai_memory.py --scale 0.1 --max_batches 3   # a quick reduced run
     options: --out bench/out, --models dataset ultragcn invrl, --epochs 1, --envs 3,
              --mask_epochs 1, --json FILE
+    python bench/bench_kwai_memory.py --markdown FILE   # the saved results' tables in Markdown
 """
 from __future__ import annotations
 
@@ -320,21 +321,27 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:,.0f}"
 
 
+def merged_stages(result: dict) -> list[dict]:
+    """The stages of one run with repeats (epochs, evaluations) merged: summed time, max peak."""
+    merged: dict[tuple[int, str], dict] = {}
+    for s in result["stages"]:
+        row = merged.setdefault((s["depth"], s["name"]), {"depth": s["depth"], "name": s["name"], "calls": 0,
+                                                         "seconds": 0.0, "peak": 0, "end": 0})
+        row["calls"] += 1
+        row["seconds"] += s["seconds"]
+        row["peak"] = max(row["peak"], s["peak_kib"])
+        row["end"] = s["end_kib"]
+    return list(merged.values())
+
+
 def report(result: dict) -> None:
     print(f"\n== {result['model']} (peak RSS {'exact, VmHWM reset per stage' if result['exact_peak'] else 'sampled every 5 ms'}; "
           f"a process with only the imports: {mib(result['imports_kib'])} MiB)")
     header = f"{'stage':<36}{'calls':>6}{'seconds':>10}{'peak RSS MiB':>14}{'RSS at end MiB':>16}"
     print(header)
     print("-" * len(header))
-    merged: dict[tuple[int, str], dict] = {}
-    for s in result["stages"]:  # repeated stages (epochs, evaluations): summed time, max peak
-        row = merged.setdefault((s["depth"], s["name"]), {"calls": 0, "seconds": 0.0, "peak": 0, "end": 0})
-        row["calls"] += 1
-        row["seconds"] += s["seconds"]
-        row["peak"] = max(row["peak"], s["peak_kib"])
-        row["end"] = s["end_kib"]
-    for (depth, name), row in merged.items():
-        label = "  " * depth + name
+    for row in merged_stages(result):
+        label = "  " * row["depth"] + row["name"]
         print(f"{label:<36}{row['calls']:>6}{row['seconds']:>10.1f}{mib(row['peak']):>14}{mib(row['end']):>16}")
     objects = result["objects"]
     if objects["tensors"]:
@@ -346,6 +353,23 @@ def report(result: dict) -> None:
     if result["test"] is not None:
         print(f"test NDCG@10 {result['test']['ndcg@10']:.8f}, Recall@10 {result['test']['recall@10']:.8f}; "
               f"sum of the trained state {result['state_sum']:.10g}")
+
+
+def markdown(results: list[dict]) -> str:
+    """A summary table and one stage table per run, in Markdown, from saved results."""
+    lines = ["| run | seconds | peak RSS (MiB) | distinct bytes of the big tensors (MiB) |", "|---|---|---|---|"]
+    for result in results:
+        total = merged_stages(result)[0]
+        lines.append(f"| {result['model']} | {total['seconds']:.1f} | {mib(total['peak'])} | "
+                     f"{result['objects']['distinct_bytes'] / 2**20:,.0f} |")
+    for result in results:
+        lines += ["", f"### {result['model']}", "", "| stage | calls | seconds | peak RSS (MiB) | RSS at end (MiB) |",
+                  "|---|---|---|---|---|"]
+        for row in merged_stages(result):
+            indent = "&nbsp;&nbsp;" * row["depth"]
+            lines.append(f"| {indent}{row['name']} | {row['calls']} | {row['seconds']:.1f} | {mib(row['peak'])} | "
+                         f"{mib(row['end'])} |")
+    return "\n".join(lines)
 
 
 def ensure_data(out: Path, scale: float, seed: int) -> tuple[Path, str]:
@@ -375,10 +399,15 @@ def main() -> None:
                         help="cap every training epoch (RecBole, M3, M4) at this many batches; 0: none")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--markdown", metavar="JSON",
+                        help="print the tables of results saved with --json, in Markdown, and run nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--name", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(Path(args.markdown).read_text())))
+        return
     if args.child:
         print(json.dumps(child(MODELS.get(args.child, args.child), Path(args.folder), args.name, args)))
         return

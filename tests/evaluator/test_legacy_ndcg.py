@@ -52,7 +52,7 @@ def test_hand_computed_example_where_legacy_and_standard_differ(monkeypatch):
     assert legacy["legacyndcg@3"] > standard["ndcg@3"] and legacy["legacyndcg@5"] > standard["ndcg@5"]
 
 
-def test_per_user_values_and_the_notes_example():
+def test_per_user_values_and_the_release_single_hit():
     pos_index = np.array([hits for hits, _ in RANKINGS], dtype=bool)
     pos_len = np.array([n for _, n in RANKINGS])
     per_user = LegacyNDCG({"topk": [5], "metric_decimal_place": 4}).metric_info(pos_index, pos_len)
