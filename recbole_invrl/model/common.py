@@ -155,10 +155,19 @@ class GatheredDot(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: torch.Tensor, vectors: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(table, vectors, index)
-        return torch.cat([
-            torch.linalg.vecdot(F.embedding(index[part], table), vectors[part].unsqueeze(1))
-            for part in _row_blocks(index, table.shape[1])
-        ])
+        blocks = _row_blocks(index, table.shape[1])
+        if len(blocks) == 1:
+            return torch.linalg.vecdot(F.embedding(index, table), vectors.unsqueeze(1))
+        # every block is gathered into one buffer: a fresh (rows, M, width) tensor per block
+        # leaves glibc's heap fragmented, and the process grows by about one block per block
+        scores = table.new_empty(index.shape)
+        gathered = table.new_empty(blocks[0].stop * index.shape[1], table.shape[1])
+        for part in blocks:
+            flat = index[part].reshape(-1)
+            rows = torch.index_select(table, 0, flat, out=gathered[: len(flat)])
+            torch.linalg.vecdot(rows.view(len(flat) // index.shape[1], index.shape[1], -1),
+                                vectors[part].unsqueeze(1), out=scores[part])
+        return scores
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -168,7 +177,7 @@ class GatheredDot(torch.autograd.Function):
             grad_table = torch.zeros_like(table)
             for part in _row_blocks(index, table.shape[1]):
                 per_entry = grad[part].unsqueeze(-1) * vectors[part].unsqueeze(1)
-                grad_table = grad_table.index_add(0, index[part].reshape(-1), per_entry.flatten(0, 1))
+                grad_table.index_add_(0, index[part].reshape(-1), per_entry.flatten(0, 1))
         if ctx.needs_input_grad[1]:
             grad_vectors = F.embedding_bag(index, table, mode="sum", per_sample_weights=grad.contiguous())
         return grad_table, grad_vectors, None

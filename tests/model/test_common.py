@@ -18,7 +18,8 @@ def _reference(table, vectors, index):
     return (F.embedding(index, table) * vectors.unsqueeze(1)).sum(-1)
 
 
-@pytest.mark.parametrize("chunk", [2**22, 7 * 4])  # one block, and blocks of one row
+# one block; blocks of one row; blocks of four rows and a last one of two
+@pytest.mark.parametrize("chunk", [2**22, 7 * 4, 4 * 7 * 4])
 def test_gathered_dot_equals_autograd_through_a_gather(monkeypatch, chunk):
     monkeypatch.setattr(common, "GATHER_CHUNK", chunk)
     generator = torch.Generator().manual_seed(1)
@@ -35,8 +36,10 @@ def test_gathered_dot_equals_autograd_through_a_gather(monkeypatch, chunk):
         torch.testing.assert_close(new, old)
 
 
-def test_gathered_dot_second_order_gradients_equal_autograd():
+@pytest.mark.parametrize("chunk", [2**22, 2 * 4 * 3])  # one block; blocks of two rows and a last one
+def test_gathered_dot_second_order_gradients_equal_autograd(monkeypatch, chunk):
     """M4 differentiates a function of dl/ds (create_graph), through the scores' backward."""
+    monkeypatch.setattr(common, "GATHER_CHUNK", chunk)
     generator = torch.Generator().manual_seed(2)
     table = torch.randn(9, 3, generator=generator, requires_grad=True)
     vectors = torch.randn(5, 3, generator=generator, requires_grad=True)
