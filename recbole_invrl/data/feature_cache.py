@@ -199,7 +199,7 @@ def _write_arrays(folder: Path, columns: Columns) -> dict:
 
 
 def _crc32(array: np.ndarray, block_bytes: int = 1 << 24, mapping: mmap.mmap | None = None) -> int:
-    """CRC-32 of an array's bytes in C order (about 4 GB/s: cheap next to using them), a
+    """CRC-32 of an array's bytes in C order (one pass, cheap next to using them), a
     block at a time; a non-contiguous array (a column slice) is copied a block of rows at a
     time. The pages of ``mapping`` (the file under a memory-mapped array) are released
     after every block, so checking a cached matrix does not make it resident."""
