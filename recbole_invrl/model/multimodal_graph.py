@@ -26,20 +26,21 @@ def modality_rows(content: ContentEncoder, items: torch.Tensor | None = None) ->
     ``items`` (any shape): only theirs, [(*items.shape, width)].
 
     The slices of m * c_i that belong to each modality, without forming c_i whole."""
-    every = items is None
-    if every:
-        items = torch.arange(content.n_items, device=content.content_mask.device)
-    rows, start = [], 0
-    for field, width in content.layout:
-        if field in content.word_embeddings:
-            block = content.word_table(field)
-            block = block if every else block[items]
-            rows.append(block * content.content_mask[start : start + width])
-        else:  # a fresh gather: masked in place unless the mask is being learned
-            block, mask = content.dense_rows(field, items), content.content_mask[start : start + width]
-            rows.append(block * mask if mask.requires_grad else block.mul_(mask))
-        start += width
-    return rows
+    return [modality_block(content, index, items) for index in range(len(content.layout))]
+
+
+def modality_block(content: ContentEncoder, index: int, items: torch.Tensor | None = None) -> torch.Tensor:
+    """Modality ``index`` of m * c_i for every item (n_items, width), or for ``items``."""
+    start = sum(width for _, width in content.layout[:index])
+    field, width = content.layout[index]
+    mask = content.content_mask[start : start + width]
+    if field in content.word_embeddings:
+        block = content.word_table(field)
+        return (block if items is None else block[items]) * mask
+    if items is None:
+        items = torch.arange(content.n_items, device=mask.device)
+    block = content.dense_rows(field, items)  # a fresh gather: masked in place unless m is learned
+    return block * mask if mask.requires_grad else block.mul_(mask)
 
 
 def bipartite_edges(interactions, n_users: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -104,6 +104,17 @@ def test_project_equals_raw_content_times_the_weight(build, atomic_dataset, tmp_
     torch.testing.assert_close(encoder.projected(items, weight), encoder(items) @ weight.T)
 
 
+def test_projected_modality_equals_its_masked_columns_times_the_weight(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    encoder = ContentEncoder(data, ["v_feat", "t_words", "a_feat"], word_embedding_size=5)
+    mask = torch.rand(encoder.dim, generator=torch.Generator().manual_seed(2))
+    encoder.set_mask(mask)
+    content = encoder(torch.arange(5))  # every item's m * c_i, (5, 10)
+    for index, columns in enumerate([slice(0, 3), slice(3, 8), slice(8, 10)]):
+        weight = torch.randn(4, columns.stop - columns.start, generator=torch.Generator().manual_seed(index))
+        torch.testing.assert_close(encoder.projected_modality(index, weight), content[:, columns] @ weight.T)
+
+
 def test_word_bag_gradient_equals_the_dense_count_matrix(build, atomic_dataset, tmp_path):
     _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
     encoder = ContentEncoder(data, ["t_words"], word_embedding_size=5)

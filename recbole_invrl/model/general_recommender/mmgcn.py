@@ -28,7 +28,8 @@ from torch import nn
 
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
-from recbole_invrl.model.multimodal_graph import EdgeGraph, bipartite_edges, mean_weights, modality_rows
+from recbole_invrl.model.content import ContentEncoder
+from recbole_invrl.model.multimodal_graph import EdgeGraph, bipartite_edges, mean_weights, modality_block
 
 COMBINATIONS = ("concat", "add")
 
@@ -56,12 +57,18 @@ class ModalityGraph(nn.Module):
         for linear in [*self.aggregate, *self.transform, *self.combine]:
             nn.init.xavier_normal_(linear.weight)
 
+    def item_inputs(self, content: ContentEncoder, index: int) -> torch.Tensor:
+        """Every item's layer-0 input: modality ``index`` of m * c_i, through the input map
+        if there is one (projected from the dataset's matrix without a copy of it)."""
+        if self.input_map is None:
+            return modality_block(content, index)
+        return content.projected_modality(index, self.input_map.weight) + self.input_map.bias
+
     def forward(self, item_content: torch.Tensor, graph: EdgeGraph, weights: torch.Tensor,
                 ids: torch.Tensor) -> torch.Tensor:
-        """Every node's layer-L representation in this modality, (n_users + n_items, K), over
-        the bipartite ``graph`` with the mean's per-edge ``weights``."""
-        if self.input_map is not None:
-            item_content = self.input_map(item_content)
+        """Every node's layer-L representation in this modality, (n_users + n_items, K), from
+        the items' layer-0 inputs ``item_content``, over the bipartite ``graph`` with the
+        mean's per-edge ``weights``."""
         x = F.normalize(torch.cat([self.preference, item_content]), dim=-1)
         for aggregate, transform, combine in zip(self.aggregate, self.transform, self.combine):
             h = F.leaky_relu(graph.aggregate(weights, aggregate(x)))  # eq. 2
@@ -108,8 +115,8 @@ class MMGCN(MultimodalRecommender):
         """u*, then i*: the sum over modalities of each node's layer-L vector (eq. 7)."""
         ids = self.id_embedding.weight
         outputs = [
-            graph(rows, self.graph, self.mean_weights, ids)
-            for graph, rows in zip(self.modalities, modality_rows(self.content))
+            graph(graph.item_inputs(self.content, index), self.graph, self.mean_weights, ids)
+            for index, graph in enumerate(self.modalities)
         ]
         return torch.stack(outputs).sum(0)
 
