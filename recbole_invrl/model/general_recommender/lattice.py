@@ -133,7 +133,8 @@ def lightgcn_adjacency(interactions, n_users: int, n_items: int) -> torch.Tensor
     n_nodes = n_users + n_items
     degree = torch.bincount(target, minlength=n_nodes).float()
     values = (degree[source] * degree[target]).rsqrt()
-    return torch.sparse_coo_tensor(torch.stack([target, source]), values, (n_nodes, n_nodes)).coalesce()
+    return torch.sparse_coo_tensor(torch.stack([target, source]), values, (n_nodes, n_nodes),
+                                   check_invariants=False).coalesce()  # in range by construction
 
 
 class LATTICE(MultimodalRecommender):
