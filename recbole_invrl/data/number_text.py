@@ -52,7 +52,7 @@ def parse_plain(
 ) -> None:
     """Exact values of the numbers ``padded[end - length:end]`` of the form
     ``[+-]digits[.digits]``, up to 16 bytes, into ``values``, and ``ok`` where read (the
-    rest is for ``_parse_rest``). SWAR arithmetic: each number's last 16 bytes as two
+    rest is for ``parse_scientific``, then ``fromstring``). SWAR arithmetic: each number's last 16 bytes as two
     uint64 words, a few dozen in-place word operations per batch of numbers."""
     # windows[i] = bytes i..i+15 (overlapping, unaligned)
     windows = np.ndarray((len(padded) - 15,), dtype="V16", buffer=padded, strides=(1,))

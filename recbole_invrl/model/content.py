@@ -193,14 +193,19 @@ class ContentEncoder(nn.Module):
             out = part if out is None else out + part
         return out
 
+    def modality_mask(self, index: int) -> tuple[str, torch.Tensor]:
+        """(field, its slice of ``content_mask``) of modality ``index`` in the layout."""
+        start = sum(width for _, width in self._layout[:index])
+        field, width = self._layout[index]
+        return field, self.content_mask[start : start + width]
+
     def projected_modality(self, index: int, weight: torch.Tensor) -> torch.Tensor:
         """W (m * c_i) of modality ``index`` alone for every item, (n_items, K), with
         ``weight`` (K, width): a dense modality is projected straight from the dataset's
         matrix and divided by its row norms after, so no (n_items, width) copy is formed,
         forward or backward."""
-        start = sum(width for _, width in self._layout[:index])
-        field, width = self._layout[index]
-        weight = weight * self.content_mask[start : start + width]
+        field, mask = self.modality_mask(index)
+        weight = weight * mask
         if field in self.word_embeddings:
             return self.word_table(field) @ weight.T
         return (getattr(self, f"dense_{field}") @ weight.T) / getattr(self, f"norm_{field}")

@@ -31,9 +31,7 @@ def modality_rows(content: ContentEncoder, items: torch.Tensor | None = None) ->
 
 def modality_block(content: ContentEncoder, index: int, items: torch.Tensor | None = None) -> torch.Tensor:
     """Modality ``index`` of m * c_i for every item (n_items, width), or for ``items``."""
-    start = sum(width for _, width in content.layout[:index])
-    field, width = content.layout[index]
-    mask = content.content_mask[start : start + width]
+    field, mask = content.modality_mask(index)
     if field in content.word_embeddings:
         block = content.word_table(field)
         return (block if items is None else block[items]) * mask
