@@ -16,17 +16,24 @@ per-interaction loss it trains with; M3 and M4 then learn their own W's on that 
   that <theta_u, E c_i> + <beta', c_i> is one product.
 - DUIF: s_id = 0; p_u^(c) = p_u.
 
-Models whose content enters the score only through a graph built from it (LATTICE's and
-FREEDOM's item-item kNN graphs carry id embeddings) or through non-linear layers (MMGCN,
-GRCN) have no fixed p_u^(c) and W once their ids are frozen, so they are not backbones of
-this form.
+Models whose content enters the score through non-linear layers (MMGCN, GRCN) have no
+fixed p_u^(c) and W once their ids are frozen. They can be backbones on the forward path
+(``recbole_invrl.invariance.forward_path``), where M3 and M4 train copies of the model
+itself on the gated content: such a model gives ``forward_parts() -> ForwardParts`` (the
+weights that multiply c_i directly, with their columns' offsets in c_i, and its id
+parameters) and, for ``partition_models: fresh``, ``reset_parameters()``. Models whose
+content enters only through a graph built from it (LATTICE's and FREEDOM's item-item kNN
+graphs, which carry id embeddings) have no weight on c_i, so neither form fits them.
 
-A backbone class implements:
+A backbone class of the eq. 14 form implements:
 
 - ``invariance_parts() -> InvarianceParts`` (called once after pretraining, in eval mode);
 - ``interaction_losses(scores, users, positives, negatives) -> (n,)``: its training loss
   per positive, from the scores of ``training_items(positives, negatives)`` (n, M);
 - ``sample_negatives(n) -> (n, k)`` on the model's device, and ``training_items``.
+
+On the forward path it implements the last two and ``forward_parts``, and scores through
+``MultimodalRecommender.scoring_tables`` under ``ContentEncoder.gated``.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -73,3 +81,14 @@ class InvarianceParts:
     @property
     def dim(self) -> int:
         return self.projection.shape[1]
+
+
+@dataclass
+class ForwardParts:
+    """What the forward path needs from a model: ``weights``, each parameter that multiplies
+    c_i directly with the offset in c_i of its last dimension's columns; ``frozen``, its id
+    parameters (kept from pretraining); ``content_reg``, its L2 factor on ``weights``."""
+
+    weights: list[tuple[nn.Parameter, int]]
+    frozen: list[nn.Parameter]
+    content_reg: float = 0.0

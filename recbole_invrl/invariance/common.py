@@ -100,7 +100,20 @@ def environment_batches(envs: torch.Tensor, num_envs: int, batch_size: int, cycl
     ]
 
 
-class FrozenBackbone:
+class TrainedBackbone:
+    """A pretrained backbone as M3 and M4 draw their training batches from it."""
+
+    def __init__(self, backbone):
+        self.model = backbone  # its interaction_losses, sample_negatives, training_items, forward
+
+    def training_batch(self, interactions: TrainingInteractions, index: torch.Tensor):
+        """(users, positives, negatives, items scored) for the interactions at ``index``."""
+        users, positives = interactions.users[index], interactions.items[index]
+        negatives = self.model.sample_negatives(len(index))
+        return users, positives, negatives, self.model.training_items(positives, negatives)
+
+
+class FrozenBackbone(TrainedBackbone):
     """A pretrained backbone as M3/M4 see it: its parts in the form of eq. 14 (id
     embeddings frozen, content fixed; ``recbole_invrl.invariance.backbone``) and its loss.
 
@@ -111,7 +124,7 @@ class FrozenBackbone:
     from the dataset's matrix, so the features are not held twice."""
 
     def __init__(self, backbone, table_bytes: int = CONTENT_TABLE_BYTES):
-        self.model = backbone  # its interaction_losses, sample_negatives, training_items, forward
+        super().__init__(backbone)
         training = backbone.training
         backbone.eval()
         with torch.no_grad():
@@ -153,9 +166,3 @@ class FrozenBackbone:
             self.model.forward(users, items)
             for users, items in zip(interactions.users.split(chunk), interactions.items.split(chunk))
         ])
-
-    def training_batch(self, interactions: TrainingInteractions, index: torch.Tensor):
-        """(users, positives, negatives, items scored) for the interactions at ``index``."""
-        users, positives = interactions.users[index], interactions.items[index]
-        negatives = self.model.sample_negatives(len(index))
-        return users, positives, negatives, self.model.training_items(positives, negatives)

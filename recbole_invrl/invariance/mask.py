@@ -71,31 +71,20 @@ class MaskLoss:
     regulariser: torch.Tensor
 
 
-class MaskLearner(nn.Module):
-    """The invariant mask m and the cross-environment model Gamma^mask."""
+class MaskGate(nn.Module):
+    """The invariant mask m: its gate (eq. 8), regulariser, clipping (eq. 12) and final
+    form. A mask learner adds the model Gamma^mask and the loss of eq. 10."""
 
-    def __init__(
-        self,
-        frozen: FrozenBackbone,
-        mask: torch.Tensor,
-        num_envs: int,
-        sigma: float,
-        mask_type: str = "float",
-        mask_reg: str = "l2",
-        model_start: str = "pretrained",
-    ):
+    def __init__(self, mask: torch.Tensor, num_envs: int, sigma: float, mask_type: str = "float",
+                 mask_reg: str = "l2", model_start: str = "pretrained"):
         super().__init__()
         for key, value, choices in (("mask_type", mask_type, MASK_TYPES), ("mask_reg", mask_reg, MASK_REGS),
                                     ("mask_model_start", model_start, MASK_MODEL_STARTS)):
             if value not in choices:
                 raise ValueError(f"{key}: expected one of {choices}, got {value!r}")
-        self.frozen = frozen
         self.num_envs, self.sigma = num_envs, sigma
         self.mask_type, self.mask_reg = mask_type, mask_reg
         self.mask = nn.Parameter(mask.detach().clone())
-        pretrained = frozen.projection
-        weight = pretrained.clone() if model_start == "pretrained" else torch.randn_like(pretrained) * RANDOM_INIT_STD
-        self.weight = nn.Parameter(weight)  # W of Gamma^mask
 
     def gate(self) -> torch.Tensor:
         """mu = clip(m + eps, 0, 1) (eq. 8); thresholded at 0.5 for a binary mask."""
@@ -111,6 +100,41 @@ class MaskLearner(nn.Module):
         if self.mask_reg == "l2_half":
             return (self.mask - 0.5).square().sum()
         return torch.special.ndtr(self.mask / self.sigma).sum()  # E ||mu||_0
+
+    @torch.no_grad()
+    def clip_(self) -> None:
+        self.mask.clamp_(0.0, 1.0)  # eq. 12
+
+    def final_mask(self) -> torch.Tensor:
+        """m as the final model uses it: float, or thresholded for a binary mask."""
+        return final_mask(self.mask.detach().clone(), self.mask_type)
+
+    def model_parameters(self) -> list[nn.Parameter]:
+        """The parameters of Gamma^mask (trained with ``learning_rate``; m with ``mask_lr``)."""
+        raise NotImplementedError
+
+
+class MaskLearner(MaskGate):
+    """The invariant mask m and the cross-environment model Gamma^mask in the form of eq. 14."""
+
+    def __init__(
+        self,
+        frozen: FrozenBackbone,
+        mask: torch.Tensor,
+        num_envs: int,
+        sigma: float,
+        mask_type: str = "float",
+        mask_reg: str = "l2",
+        model_start: str = "pretrained",
+    ):
+        super().__init__(mask, num_envs, sigma, mask_type, mask_reg, model_start)
+        self.frozen = frozen
+        pretrained = frozen.projection
+        weight = pretrained.clone() if model_start == "pretrained" else torch.randn_like(pretrained) * RANDOM_INIT_STD
+        self.weight = nn.Parameter(weight)  # W of Gamma^mask
+
+    def model_parameters(self) -> list[nn.Parameter]:
+        return [self.weight]
 
     def loss(self, users, positives, negatives, items, batch: EnvironmentBatch, alpha: float, lam: float) -> MaskLoss:
         """Eq. 10 on one step of per-environment batches."""
@@ -134,14 +158,6 @@ class MaskLearner(nn.Module):
         total = risk + alpha * penalty + lam * regulariser + l2
         return MaskLoss(total, risk, penalty, regulariser)
 
-    @torch.no_grad()
-    def clip_(self) -> None:
-        self.mask.clamp_(0.0, 1.0)  # eq. 12
-
-    def final_mask(self) -> torch.Tensor:
-        """m as the final model uses it: float, or thresholded for a binary mask."""
-        return final_mask(self.mask.detach().clone(), self.mask_type)
-
 
 def squared_deviations(env_grads: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
     """sum_e (g_e - g_bar)^2 over the ``active`` environments (g_bar: their mean)."""
@@ -156,7 +172,7 @@ GRAD_NORM_EVERY = 8  # learn_mask splits m's gradient into its three terms on ev
 
 
 def learn_mask(
-    learner: MaskLearner,
+    learner: MaskGate,
     interactions: TrainingInteractions,
     envs: torch.Tensor,
     epochs: int,
@@ -175,7 +191,7 @@ def learn_mask(
     takes one more backward pass through the risk, so it is measured on a sample of the
     steps; the update itself uses every step's whole gradient."""
     optimizer = fused_copy(torch.optim.Adam([
-        {"params": [learner.weight], "lr": learning_rate},
+        {"params": learner.model_parameters(), "lr": learning_rate},
         {"params": [learner.mask], "lr": mask_lr},
     ]))
     history = []

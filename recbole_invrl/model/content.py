@@ -18,6 +18,8 @@ masked copy or normalised copy is formed in a training step.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +147,20 @@ class ContentEncoder(nn.Module):
                 f"got {tuple(mask.shape)}"
             )
         self.content_mask.copy_(mask.to(self.content_mask.device))
+
+    @contextmanager
+    def gated(self, gate: torch.Tensor) -> Iterator[None]:
+        """Within the block the content is ``gate * c_i``, ``gate`` a D-vector that may
+        require grad (InvRL's mu, so that a model's own forward is differentiated in it);
+        the stored mask is back afterwards."""
+        if gate.shape != self.content_mask.shape:
+            raise ValueError(f"gate: expected shape ({self.dim},) for layout {self._layout}, got {tuple(gate.shape)}")
+        stored = self._buffers["content_mask"]
+        self._buffers["content_mask"] = gate
+        try:
+            yield
+        finally:
+            self._buffers["content_mask"] = stored
 
     def raw(self, items: torch.Tensor, word_tables: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Unmasked c_i for ``items`` (any shape) -> (*items.shape, D), a fresh tensor.

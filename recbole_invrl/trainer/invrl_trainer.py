@@ -1,10 +1,10 @@
 """``InvRLTrainer``: Algorithm 1 of the paper.
 
-    stage 0   pretrain the UltraGCN-MM backbone on the raw content c (or load it)
+    stage 0   pretrain the backbone (UltraGCN-MM) on the raw content c (or load it)
     for t = 1..T:
         M3    partition the training interactions into environments (eq. 6-7)
         M4    learn the invariant mask m across the environments (eq. 8-12)
-    M5/M6     a fresh UltraGCN-MM on Phi = m * c, trained and early-stopped by RecBole's
+    M5/M6     a fresh backbone model on Phi = m * c, trained and early-stopped by RecBole's
               fit loop and evaluated by RecBole's evaluator (eq. 13)
 
 With ``fixed_mask`` (a saved ``-mask.npy``) stages 0-M4 are skipped and the final model
@@ -46,15 +46,15 @@ from recbole_invrl.compat import (
     write_json_atomic,
 )
 from recbole_invrl.distributed import barrier, broadcast_, is_decider
-from recbole_invrl.invariance import FrozenBackbone, MaskLearner, TrainingInteractions
+from recbole_invrl.invariance import TrainingInteractions
 from recbole_invrl.invariance.mask import learn_mask, mask_summary
 from recbole_invrl.invariance.partition import (
-    environment_models,
     environment_sizes,
     initial_environments,
     moved_share,
     train_environments,
 )
+from recbole_invrl.invariance.paths import BackboneView, backbone_view, environment_models_for, mask_learner_for
 from recbole_invrl.invariance.truth import PlantedTruth
 from recbole_invrl.model.general_recommender.invrl import config_with
 from recbole_invrl.settings import SettingsError
@@ -125,7 +125,8 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         """Stage 0, then T x (M3, M4) (Algorithm 1, lines 1-13)."""
         interactions = TrainingInteractions.from_dataset(train_data._dataset, self.device)
         self._stage("pretrain", 0, lambda: self.pretrain(train_data, valid_data, verbose, show_progress))
-        frozen = FrozenBackbone(self.model.backbone) if self.decides else None
+        path = self.config["invariance_path"] or "auto"
+        frozen = backbone_view(self.model.backbone, path) if self.decides else None
         growth = self.config["penalty_growth"]
         for t in range(1, iterations + 1):
             self._stage(f"partition-{t}", 2 * t - 1,
@@ -152,15 +153,15 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         self._log("pretrain", f"backbone trained, best kept: {self.pretrain_file}")
 
     # ------------------------------------------------------------------ M3
-    def partition(self, t: int, frozen: FrozenBackbone, interactions: TrainingInteractions, show_progress: bool) -> None:
+    def partition(self, t: int, frozen: BackboneView, interactions: TrainingInteractions, show_progress: bool) -> None:
         """Alternate environment learning (eq. 6) and interaction separation (eq. 7)."""
         num_envs = self.config["num_envs"]
         if self.envs is None:
             self.envs = initial_environments(self.config["partition_start"], frozen, interactions, num_envs)
             self._log(f"partition-{t}", f"start ({self.config['partition_start']}): {self._truth_text(self.envs)}")
         for round_ in range(1, self.config["partition_rounds"] + 1):
-            models = environment_models(self.config["partition_models"], frozen, num_envs, self.model.mask,
-                                        self.config["partition_l1_weight"])
+            models = environment_models_for(frozen, self.config["partition_models"], num_envs, self.model.mask,
+                                            self.config["partition_l1_weight"])
             train_environments(models, interactions, self.envs, self.config["partition_epochs"],
                                self.config["train_batch_size"], self.config["learning_rate"],
                                self._progress(f"M3 t={t} r={round_}", show_progress))
@@ -180,11 +181,11 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
                 break
 
     # ------------------------------------------------------------------ M4
-    def learn_mask(self, t: int, frozen: FrozenBackbone, interactions: TrainingInteractions,
+    def learn_mask(self, t: int, frozen: BackboneView, interactions: TrainingInteractions,
                    alpha: float, lam: float, show_progress: bool) -> None:
         """Learn m across the current environments (eq. 8-12)."""
-        learner = MaskLearner(frozen, self.model.mask, self.config["num_envs"], self.config["mask_sigma"],
-                              self.config["mask_type"], self.config["mask_reg"], self.config["mask_model_start"])
+        learner = mask_learner_for(frozen, self.model.mask, self.config["num_envs"], self.config["mask_sigma"],
+                                   self.config["mask_type"], self.config["mask_reg"], self.config["mask_model_start"])
         history = learn_mask(learner, interactions, self.envs, self.config["mask_epochs"],
                              self.config["train_batch_size"], self.config["learning_rate"],
                              self.config["mask_lr"], alpha, lam,

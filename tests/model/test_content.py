@@ -39,6 +39,26 @@ def test_mask_multiplies_content_and_checks_its_shape(build, atomic_dataset, tmp
         encoder.set_mask(torch.ones(4))
 
 
+def test_gated_content_is_differentiable_in_the_gate_and_the_mask_comes_back(build, atomic_dataset, tmp_path):
+    _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
+    encoder = ContentEncoder(data, ["v_feat", "a_feat"])
+    stored = torch.tensor([1.0, 0.0, 0.5, 0.0, 2.0])
+    encoder.set_mask(stored)
+    items = torch.arange(1, 5)
+    gate = torch.tensor([0.2, 0.4, 0.6, 0.8, 1.0], requires_grad=True)
+    weight = torch.randn(3, 5)
+    with encoder.gated(gate):
+        (encoder(items).sum() + encoder.projected(items, weight).sum()).backward()
+    raw = encoder.raw(items)
+    torch.testing.assert_close(gate.grad, raw.sum(0) + (raw * weight.sum(0)).sum(0))
+    torch.testing.assert_close(encoder.content_mask, stored)
+    with pytest.raises(RuntimeError, match="inside"), encoder.gated(gate.detach()):
+        raise RuntimeError("inside")
+    torch.testing.assert_close(encoder.content_mask, stored)
+    with pytest.raises(ValueError, match=r"gate: expected shape \(5,\)"), encoder.gated(torch.ones(4)):
+        pass
+
+
 def test_default_fields_are_every_modality_column(build, atomic_dataset, tmp_path):
     _, data, *_ = _dataset(build, atomic_dataset, tmp_path)
     assert [f for f, _ in ContentEncoder(data, None).layout] == ["v_feat", "a_feat", "t_words"]

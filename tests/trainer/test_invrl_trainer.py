@@ -209,8 +209,28 @@ def test_invrl_over_duif_trains_the_final_duif_on_the_mask(clusters):
     assert DUIF.content_reg_key == "proj_reg_weight"
 
 
-@pytest.mark.parametrize("name", ["MMGCN", "GRCN", "LATTICE", "FREEDOM"])
-def test_a_model_without_the_eq14_form_is_refused_as_backbone(clusters, name):
+def test_invrl_over_mmgcn_takes_the_forward_path_and_its_mask_reaches_the_final_model(clusters, monkeypatch):
+    from recbole_invrl.invariance.forward_path import ForwardMaskLearner
+
+    learners = []
+    real_learn_mask = InvRLTrainer.learn_mask
+    monkeypatch.setattr("recbole_invrl.trainer.invrl_trainer.mask_learner_for",
+                        lambda *a, **k: learners.append(ForwardMaskLearner(*a, **k)) or learners[-1])
+    result = run(clusters, invrl_backbone="MMGCN", latent_size=3, word_embedding_size=4)
+    assert len(learners) == 2 and real_learn_mask is InvRLTrainer.learn_mask
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
+    assert "final.modalities.0.input_map.weight" in checkpoint and "backbone.id_embedding.weight" in checkpoint
+    mask = np.load(result["mask_path"])
+    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    assert not np.allclose(mask, 0.5)
+    record = json.loads(open(result["record_path"]).read())
+    assert len(record["partition"]) >= 2 and all(sum(p["env_sizes"]) > 0 for p in record["partition"])
+    last = record["mask"][-1]["epochs"][-1]
+    assert last["alpha_penalty"] > 0 and 0 < last["penalty_share"] < 1
+
+
+@pytest.mark.parametrize("name", ["GRCN", "LATTICE", "FREEDOM"])
+def test_a_model_without_either_form_is_refused_as_backbone(clusters, name):
     with pytest.raises(ValueError, match=f"invrl_backbone: '{name}' cannot be InvRL's backbone"):
         run(clusters, invrl_backbone=name)
 

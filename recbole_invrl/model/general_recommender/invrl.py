@@ -1,7 +1,7 @@
 """InvRL (paper §2.3): invariant representation learning on a multimodal backbone.
 
 The model holds two instances of the backbone (``invrl_backbone``, UltraGCN-MM by default,
-as in the paper; any plugin model with ``invariance_parts``, see
+as in the paper; any plugin model with ``invariance_parts`` or ``forward_parts``, see
 ``recbole_invrl.invariance.backbone``) on the same data: ``backbone``, trained on the raw
 content c (stage 0) and then read with frozen id embeddings by the environment (M3) and
 mask (M4) stages, and ``final``, a fresh model on the invariant representation
@@ -25,14 +25,15 @@ from recbole_invrl.model.common import final_mask
 
 def backbone_class_of(config) -> type:
     """The model class ``invrl_backbone`` names: a plugin multimodal model with
-    ``invariance_parts``."""
+    ``invariance_parts`` (eq. 14 form) or ``forward_parts`` (the forward path)."""
     from recbole_invrl.utils import get_model
 
     name = config["invrl_backbone"] or "UltraGCNMM"
     model = get_model(name)
-    if not (isinstance(model, type) and issubclass(model, MultimodalRecommender) and hasattr(model, "invariance_parts")):
+    if not (isinstance(model, type) and issubclass(model, MultimodalRecommender)
+            and (hasattr(model, "invariance_parts") or hasattr(model, "forward_parts"))):
         raise ValueError(f"invrl_backbone: '{name}' cannot be InvRL's backbone; expected a recbole_invrl multimodal "
-                         "model with invariance_parts (e.g. UltraGCNMM, VBPR)")
+                         "model with invariance_parts or forward_parts (e.g. UltraGCNMM, VBPR, MMGCN)")
     return model
 
 

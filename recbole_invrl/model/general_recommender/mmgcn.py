@@ -18,6 +18,11 @@ modalities and layers. The representations are summed over modalities (eq. 7),
 u* = sum_m u_m^(L), i* = sum_m i_m^(L), the score is <u*, i*> (eq. 8) and training is
 BPR (eq. 9): -log sigma(s_ui - s_uj) for a uniform negative j, plus L2 (``reg_weight``) on
 the batch's id embeddings and user preference vectors.
+
+As InvRL's backbone (``invrl_backbone: MMGCN``) it has no eq. 14 form; M3 and M4 take the
+forward path (``recbole_invrl.invariance.forward_path``) with ``forward_parts``: the
+weights that see c_i directly are each modality's input map, or layer 0's W_1 and W_2
+where there is none; the id embeddings and preference vectors stay frozen.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_invrl.model.abstract_recommender import MultimodalRecommender
+from recbole_invrl.invariance.backbone import ForwardParts
+from recbole_invrl.model.abstract_recommender import PairwiseDotRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
 from recbole_invrl.model.content import ContentEncoder
 from recbole_invrl.model.multimodal_graph import EdgeGraph, bipartite_edges, mean_weights, modality_block
@@ -57,6 +63,20 @@ class ModalityGraph(nn.Module):
         for linear in [*self.aggregate, *self.transform, *self.combine]:
             nn.init.xavier_normal_(linear.weight)
 
+    def reset_parameters(self) -> None:
+        """Draw every parameter again as at construction (Xavier-normal weights)."""
+        nn.init.xavier_normal_(self.preference)
+        for linear in [*([self.input_map] if self.input_map is not None else []),
+                       *self.aggregate, *self.transform, *self.combine]:
+            linear.reset_parameters()
+            nn.init.xavier_normal_(linear.weight)
+
+    def content_weights(self) -> list[nn.Parameter]:
+        """The weights that multiply the modality's content directly."""
+        if self.input_map is not None:
+            return [self.input_map.weight]
+        return [self.aggregate[0].weight, self.transform[0].weight]
+
     def item_inputs(self, content: ContentEncoder, index: int) -> torch.Tensor:
         """Every item's layer-0 input: modality ``index`` of m * c_i, through the input map
         if there is one (projected from the dataset's matrix without a copy of it)."""
@@ -80,7 +100,7 @@ class ModalityGraph(nn.Module):
         return x
 
 
-class MMGCN(MultimodalRecommender):
+class MMGCN(PairwiseDotRecommender):
     """A graph convolution per modality, with a shared id embedding, summed (eq. 1-9)."""
 
     input_type = InputType.PAIRWISE
@@ -131,29 +151,41 @@ class MMGCN(MultimodalRecommender):
         item_table = self.propagate()[self.n_users :]
         return item_table if items is None else item_table[items]
 
-    # ----------------------------------------------------------------- loss
-    def sample_negatives(self, batch_size: int) -> torch.Tensor:
-        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
-        return torch.randint(1, self.n_items, (batch_size,), device=self.id_embedding.weight.device)
-
-    def calculate_loss(self, interaction):
-        users = interaction[self.USER_ID]
-        positives = interaction[self.ITEM_ID]
-        if self.NEG_ITEM_ID in interaction:
-            negatives = interaction[self.NEG_ITEM_ID]
-        else:
-            negatives = self.sample_negatives(len(users))
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """<u*, i*> (eq. 8) of B users against ``items`` (B,) or (B, M), one propagation."""
         user_table, item_table = self.scoring_tables()
         user_vectors = user_table[users]
-        pos_scores = (user_vectors * item_table[positives]).sum(-1)
-        neg_scores = (user_vectors * item_table[negatives]).sum(-1)
-        bpr = F.softplus(neg_scores - pos_scores).mean()  # eq. 9
-        return bpr + self.reg_weight * self.l2_loss(users, positives, negatives)
+        if items.dim() == 2:
+            user_vectors = user_vectors.unsqueeze(1)
+        return (user_vectors * item_table[items]).sum(-1)
 
-    def l2_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """0.5 * squared norms of the batch's id embeddings (user, positive, negative) and
-        user preference vectors of every modality, averaged over the batch."""
-        nodes = torch.cat([users, positives + self.n_users, negatives + self.n_users])
+    # ----------------------------------------------------------------- loss
+    def calculate_loss(self, interaction):
+        users, items, bpr = self.bpr_loss(interaction)  # eq. 9
+        return bpr + self.reg_weight * self.l2_loss(users, items)
+
+    def l2_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """0.5 * squared norms of the batch's id embeddings (user, positive, negative:
+        ``items`` (B, 2)) and user preference vectors of every modality, averaged over the
+        batch."""
+        nodes = torch.cat([users, items.T.reshape(-1) + self.n_users])  # users, positives, negatives
         squares = self.id_embedding(nodes).square().sum()
         squares = squares + sum(graph.preference[users].square().sum() for graph in self.modalities)
         return 0.5 * squares / len(users)
+
+    # ----------------------------------------------------------------- InvRL
+    def reset_parameters(self) -> None:
+        """Draw every parameter but the content encoder's again, as at construction."""
+        nn.init.xavier_normal_(self.id_embedding.weight)
+        for graph in self.modalities:
+            graph.reset_parameters()
+
+    def forward_parts(self) -> ForwardParts:
+        """Each modality's weights on its content (columns at the modality's offset in c_i);
+        the id embeddings and preference vectors are the frozen ids."""
+        weights, start = [], 0
+        for graph, (_, width) in zip(self.modalities, self.content_layout):
+            weights += [(weight, start) for weight in graph.content_weights()]
+            start += width
+        return ForwardParts(weights=weights,
+                            frozen=[self.id_embedding.weight, *(graph.preference for graph in self.modalities)])

@@ -13,7 +13,7 @@ import torch
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_invrl.invariance.backbone import InvarianceParts
+from recbole_invrl.invariance.backbone import ForwardParts, InvarianceParts
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
 from recbole_invrl.model.common import gathered_dot, item_rows, non_negative, positive_int
 from recbole_invrl.model.ultragcn_objective import UltraGCNObjective
@@ -89,3 +89,10 @@ class UltraGCNMM(UltraGCNObjective, MultimodalRecommender):
             content_reg=self.proj_reg_weight,
             id_reg=self.id_reg_weight,
         )
+
+    def forward_parts(self) -> ForwardParts:
+        """The same backbone for the forward path (``invariance_path: forward``): W on c_i,
+        the id embeddings frozen."""
+        return ForwardParts(weights=[(self.projection.weight, 0)],
+                            frozen=[self.user_embedding.weight, self.item_embedding.weight],
+                            content_reg=self.proj_reg_weight)
