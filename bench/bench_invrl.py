@@ -11,7 +11,13 @@ its ``main.py``) on this data on a 2-core CPU machine: 13.5 s per partition roun
 environments x 2 epochs, 18 s per mask epoch, 10 s per final-model epoch, 11 s per full
 evaluation; ``release_estimate`` prices the same schedule with them.
 
-    python bench/bench_invrl.py [--scale 0.1] [--out bench/out]
+``--backbone`` runs InvRL over another model (``invrl_backbone``) next to that model alone;
+``--invariance_path forward`` makes M3 and M4 differentiate the backbone's own forward pass
+(the path of graph backbones) instead of the eq. 14 closed form, so both can be timed on
+UltraGCN-MM.
+
+    python bench/bench_invrl.py [--scale 0.1] [--out bench/out] [--backbone MMGCN]
+                                [--invariance_path auto|eq14|forward]
 """
 from __future__ import annotations
 
@@ -56,6 +62,8 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--mask_epochs", type=int, default=2)
+    parser.add_argument("--backbone", default="UltraGCNMM", help="invrl_backbone")
+    parser.add_argument("--invariance_path", default="auto", choices=("auto", "eq14", "forward"))
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's flags
 
@@ -73,12 +81,14 @@ def main() -> None:
     counts = json.loads((folder / "truth.json").read_text())["counts"]
     plan = schedule(args)
     common = {"data_path": str(out), "checkpoint_dir": str(out / "saved")}
+    label = "UltraGCN-MM" if args.backbone == "UltraGCNMM" else args.backbone
 
     start = time.perf_counter()
-    invrl = run_recbole_invrl("InvRL", name, config_dict={**common, **plan})
+    invrl = run_recbole_invrl("InvRL", name, config_dict={
+        **common, **plan, "invrl_backbone": args.backbone, "invariance_path": args.invariance_path})
     invrl_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    backbone = run_recbole_invrl("UltraGCNMM", name, config_dict={**common, **plan})
+    backbone = run_recbole_invrl(args.backbone, name, config_dict={**common, **plan})
     backbone_seconds = time.perf_counter() - start
 
     record = json.loads(Path(invrl["record_path"]).read_text())
@@ -92,25 +102,27 @@ def main() -> None:
           f"interactions; modalities v_feat 128, a_feat 128, t_words (word ids -> 128)")
     print("schedule: " + ", ".join(f"{k}={plan[k]}" for k in (
         "pretrain_epochs", "epochs", "invrl_iterations", "num_envs", "partition_epochs",
-        "partition_rounds", "mask_epochs")) + " (validation every epoch)")
+        "partition_rounds", "mask_epochs")) + " (validation every epoch)"
+          + f"; backbone {label}, invariance_path {args.invariance_path}")
     print(f"{'stage':<28}{'seconds':>10}")
     for key, value in stages.items():
         print(f"{key:<28}{value:>10.2f}")
     print(f"{'InvRL total (wall)':<28}{invrl_seconds:>10.2f}")
-    print(f"{'UltraGCN-MM total (wall)':<28}{backbone_seconds:>10.2f}")
+    print(f"{label + ' total (wall)':<28}{backbone_seconds:>10.2f}")
     print(f"per unit: partition round ({plan['num_envs']} envs x 2 epochs) {partition / rounds:.2f} s, "
           f"mask epoch {mask / (args.iterations * args.mask_epochs):.2f} s, "
           f"final epoch incl. validation {final_epoch:.2f} s")
-    estimate = release_estimate(plan)
-    print(f"release on the same schedule (its per-unit times): {estimate:.1f} s -> "
-          f"speed-up {estimate / invrl_seconds:.1f}x")
+    if args.backbone == "UltraGCNMM":
+        estimate = release_estimate(plan)
+        print(f"release on the same schedule (its per-unit times): {estimate:.1f} s -> "
+              f"speed-up {estimate / invrl_seconds:.1f}x")
     mask_values = np.load(invrl["mask_path"])
     truth = PlantedTruth.load(folder, invrl["mask_fields"], counts["train"])
     scores, roles = truth.mask_scores(torch.from_numpy(mask_values)), truth.roles
     print(f"mask: ROC-AUC {scores['auc']:.3f}; mean gate invariant dims {mask_values[roles == 1].mean():.3f}, "
           f"spurious dims {mask_values[roles == 0].mean():.3f}")
     print(f"test NDCG@10: InvRL {invrl['test_result']['ndcg@10']:.4f}, "
-          f"UltraGCN-MM {backbone['test_result']['ndcg@10']:.4f}")
+          f"{label} {backbone['test_result']['ndcg@10']:.4f}")
 
 
 if __name__ == "__main__":

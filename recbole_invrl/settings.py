@@ -129,7 +129,7 @@ PLUGIN_RULES: dict[str, Rule] = {
     # GRCN.yaml
     "num_routing": COUNT, "weight_mode": S("confid", "max", "mean"), "pruning": B(),
     # InvRL.yaml
-    "invrl_backbone": S(), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
+    "invrl_backbone": S(), "invariance_path": S("auto", "eq14", "forward"), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
     "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,
     "partition_models": S("shared", "fresh"), "partition_start": S("score", "random"),
     "partition_assign": S("likelihood", "score"), "partition_samples": COUNT, "partition_epochs": COUNT, "partition_rounds": COUNT,

@@ -42,7 +42,8 @@ from sklearn.metrics import roc_auc_score
 
 from recbole_invrl.compat import load_checkpoint, write_json_atomic
 from recbole_invrl.data import create_dataset, data_preparation
-from recbole_invrl.invariance import FrozenBackbone, MaskLearner, TrainingInteractions
+from recbole_invrl.invariance import FrozenBackbone, TrainingInteractions
+from recbole_invrl.invariance.paths import BackboneView, backbone_view, mask_learner_for
 from recbole_invrl.invariance.mask import learn_mask
 from recbole_invrl.invariance.truth import PlantedTruth, purity
 from recbole_invrl.model.general_recommender import InvRL
@@ -70,7 +71,7 @@ def diagnose(exp, truth_dir: str | None = None) -> tuple[Path, Path, Path]:
                         for entry in record["mask"] for epoch, values in enumerate(entry["epochs"], start=1)],
         "m4_environments": _environment_sources(config, frozen, interactions, truth),
         "planted_separability": _separability(frozen, interactions, truth),
-        "final_ndcg@10": _final_models(exp, result, truth, overrides, frozen.parts.dim),
+        "final_ndcg@10": _final_models(exp, result, truth, overrides, frozen.model.content.dim),
         "test_result": result["test_result"],
         "record_path": result["record_path"],
     }
@@ -94,10 +95,11 @@ def _pretrained_backbone(exp, overrides: dict, pretrain_path: str):
     train, _, _ = data_preparation(config, create_dataset(config))
     model = InvRL(config, train._dataset).to(config["device"])
     model.backbone.load_state_dict(load_checkpoint(pretrain_path, config["device"])["state_dict"])
-    return config, FrozenBackbone(model.backbone), TrainingInteractions.from_dataset(train._dataset, config["device"])
+    view = backbone_view(model.backbone, config["invariance_path"] or "auto")
+    return config, view, TrainingInteractions.from_dataset(train._dataset, config["device"])
 
 
-def _environment_sources(config, frozen: FrozenBackbone, interactions: TrainingInteractions,
+def _environment_sources(config, frozen: BackboneView, interactions: TrainingInteractions,
                          truth: PlantedTruth | None) -> dict[str, dict[str, float]]:
     """M4 from m = 0.5 on planted, random and single environments at one budget."""
     n, device = len(interactions), interactions.users.device
@@ -112,8 +114,9 @@ def _environment_sources(config, frozen: FrozenBackbone, interactions: TrainingI
     for name, envs in sources.items():
         init_seed(config["seed"], config["reproducibility"])
         num_envs = int(envs.max()) + 1
-        learner = MaskLearner(frozen, torch.full((frozen.parts.dim,), 0.5, device=device), num_envs,
-                              config["mask_sigma"], config["mask_type"], config["mask_reg"], config["mask_model_start"])
+        learner = mask_learner_for(frozen, torch.full((frozen.model.content.dim,), 0.5, device=device), num_envs,
+                                   config["mask_sigma"], config["mask_type"], config["mask_reg"],
+                                   config["mask_model_start"])
         history = learn_mask(learner, interactions, envs, epochs, config["train_batch_size"], config["learning_rate"],
                              config["mask_lr"], config["alpha"], config["mask_lambda"])
         scores = truth.mask_scores(learner.mask) if truth else {}
@@ -123,11 +126,12 @@ def _environment_sources(config, frozen: FrozenBackbone, interactions: TrainingI
 
 
 @torch.no_grad()
-def _separability(frozen: FrozenBackbone, interactions: TrainingInteractions,
+def _separability(frozen: BackboneView, interactions: TrainingInteractions,
                   truth: PlantedTruth | None) -> dict[str, float]:
     """ROC-AUC and best-threshold purity of the pretrained spurious-part score for two
-    planted environments ({} without them)."""
-    if truth is None or truth.envs is None or truth.roles is None or truth.envs.max() != 1:
+    planted environments ({} without them, or on the forward path, where the score has
+    no spurious part of its own)."""
+    if not isinstance(frozen, FrozenBackbone) or truth is None or truth.envs is None or truth.roles is None or truth.envs.max() != 1:
         return {}
     spurious = torch.as_tensor(truth.roles == 0, dtype=torch.float32, device=interactions.users.device)
     weight = frozen.projection * spurious

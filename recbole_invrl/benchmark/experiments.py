@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recbole_invrl.compat import atomic_write  # noqa: E402
+from recbole_invrl.model.content import layout_slices  # noqa: E402
 from recbole_invrl.quick_start import run_recbole_invrl  # noqa: E402
 
 TOP10 = ("precision@10", "recall@10", "ndcg@10")
@@ -109,10 +110,9 @@ def mask_values(exp: Experiment, record_path: str | None = None) -> tuple[Path, 
     record = exp.record(record_path)
     mask, fields = record["mask"][-1]["mask"], record["mask_fields"]
     roles = planted_roles(exp.data_folder)
-    rows, start = [], 0
-    for field, width in fields:
-        rows += [{"field": field, "dim": d, "mask": mask[start + d]} for d in range(width)]
-        start += width
+    rows = []
+    for field, columns in layout_slices(fields):
+        rows += [{"field": field, "dim": d, "mask": value} for d, value in enumerate(mask[columns])]
     table = pd.DataFrame(rows)
     if roles:
         table["role"] = [roles.get((f, d), "") for f, d in zip(table["field"], table["dim"])]

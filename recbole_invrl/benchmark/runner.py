@@ -50,6 +50,7 @@ from recbole_invrl.benchmark.table import DEFAULT_METRICS, Metric, latest_rows, 
 DEFAULT_MODELS = (
     "Pop", "BPR", "LightGCN", "NGCF", "DGCF", "MacridVAE", "SGL", "UltraGCN",
     "VBPR", "DUIF", "MMGCN", "GRCN", "LATTICE", "FREEDOM", "UltraGCNMM", "InvRL",
+    "InvRL@invrl_backbone=VBPR", "InvRL@invrl_backbone=MMGCN",
 )
 DEFAULT_SEEDS = (2020, 2021, 2022)
 RUNS_FILE = "runs.jsonl"

@@ -53,6 +53,7 @@ from recbole_invrl.invariance.common import (
     environment_batches,
 )
 from recbole_invrl.model.common import final_mask, gathered_dot
+from recbole_invrl.model.content import layout_slices
 from recbole_invrl.optim import fused_copy
 
 MASK_TYPES = ("float", "binary")
@@ -231,9 +232,8 @@ def epoch_summary(values: dict[str, float]) -> dict[str, float]:
 
 def mask_summary(mask: torch.Tensor, layout: list[tuple[str, int]]) -> dict[str, dict[str, float]]:
     """Mean/min/max of the mask over each modality's dimensions."""
-    summary, start = {}, 0
-    for field, width in layout:
-        part = mask[start : start + width]
+    summary = {}
+    for field, columns in layout_slices(layout):
+        part = mask[columns]
         summary[field] = {"mean": part.mean().item(), "min": part.min().item(), "max": part.max().item()}
-        start += width
     return summary

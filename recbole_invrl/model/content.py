@@ -194,10 +194,9 @@ class ContentEncoder(nn.Module):
         """``raw(items) @ weight.T`` for ``weight`` (K, D), built modality by modality
         (dense rows are divided by their norms after projecting) -> (*items.shape, K).
         ``items`` None: every item, (n_items, K), with no rows gathered."""
-        out, start = None, 0
-        for field, width in self._layout:
-            block = weight[:, start : start + width]
-            start += width
+        out = None
+        for field, columns in layout_slices(self._layout):
+            block = weight[:, columns]
             if field in self.word_embeddings:
                 table = word_tables[field] if word_tables else self.word_table(field)
                 part = (table if items is None else F.embedding(items, table)) @ block.T
@@ -211,9 +210,8 @@ class ContentEncoder(nn.Module):
 
     def modality_mask(self, index: int) -> tuple[str, torch.Tensor]:
         """(field, its slice of ``content_mask``) of modality ``index`` in the layout."""
-        start = sum(width for _, width in self._layout[:index])
-        field, width = self._layout[index]
-        return field, self.content_mask[start : start + width]
+        field, columns = layout_slices(self._layout)[index]
+        return field, self.content_mask[columns]
 
     def projected_modality(self, index: int, weight: torch.Tensor) -> torch.Tensor:
         """W (m * c_i) of modality ``index`` alone for every item, (n_items, K), with
@@ -235,6 +233,15 @@ class ContentEncoder(nn.Module):
         """Masked content ``content_mask * c_i`` for ``items`` (masked in place: ``raw``
         returns a fresh tensor, so no (items, D) temporary is added)."""
         return self.raw(items).mul_(self.content_mask)
+
+
+def layout_slices(layout: list[tuple[str, int]]) -> list[tuple[str, slice]]:
+    """(field, its slice of c_i) for each (field, width) of a content layout, in order."""
+    slices, start = [], 0
+    for field, width in layout:
+        slices.append((field, slice(start, start + width)))
+        start += width
+    return slices
 
 
 def row_norms(matrix: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -125,6 +125,19 @@ def test_without_a_truth_it_reports_what_needs_none_and_takes_one_from_the_comma
     assert "ari" in report["partition"][-1] and "planted" in report["m4_environments"]
 
 
+def test_diagnose_over_a_graph_backbone_takes_the_forward_path(bed, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp = Experiment("bed", tmp_path / "out", {"data_path": str(bed), **SCHEDULE, "invrl_backbone": "MMGCN",
+                                                "embedding_size": 8, "latent_size": 16})
+    report = json.loads(diagnose(exp)[0].read_text())
+    sources = report["m4_environments"]
+    assert set(sources) == {"planted", "random", "single"}
+    assert sources["single"]["penalty_share"] < 1e-6 < sources["planted"]["penalty_share"]
+    assert report["planted_separability"] == {}  # the graph model's score has no spurious part to read
+    assert set(report["final_ndcg@10"]) == {"learned", "oracle", "full"}
+    assert "ari" in report["partition"][-1] and "auc" in report["mask"][-1]
+
+
 def test_recovery_scores_every_seed_at_two_numbers_of_environments(bed, tmp_path, monkeypatch):
     from recbole_invrl.benchmark.experiments import recovery
 

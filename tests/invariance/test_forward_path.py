@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from recbole_invrl.invariance import FrozenBackbone, MaskLearner, TrainingInteractions, environment_batches
 from recbole_invrl.invariance.forward_path import ForwardBackbone, ForwardEnvironmentModels, ForwardMaskLearner
 from recbole_invrl.invariance.paths import backbone_view, environment_models_for, mask_learner_for
-from recbole_invrl.model.general_recommender import MMGCN, UltraGCNMM
+from recbole_invrl.model.general_recommender import GRCN, MMGCN, UltraGCNMM
 
 N_USERS, N_ITEMS = 12, 16
 
@@ -40,6 +40,17 @@ def mmgcn(build, toy_data):
     return build_model(build, MMGCN, embedding_size=3, latent_size=3, n_layers=2, word_embedding_size=2)
 
 
+@pytest.fixture(params=["MMGCN", "GRCN"])
+def graph_model(request, build, toy_data):
+    """(model, interactions, shapes of its content weights, their offsets in c_i)."""
+    if request.param == "MMGCN":
+        model, interactions = build_model(build, MMGCN, embedding_size=3, latent_size=3, n_layers=2,
+                                          word_embedding_size=2)
+        return model, interactions, [(3, 4), (2, 2), (3, 2)], [0, 4, 4]  # input map; layer 0's W_1, W_2
+    model, interactions = build_model(build, GRCN, embedding_size=3, latent_size=3, word_embedding_size=2)
+    return model, interactions, [(3, 4), (3, 2)], [0, 4]  # W_m of each modality
+
+
 def two_env_batch(interactions, seed=0):
     torch.manual_seed(seed)
     envs = torch.randint(2, (len(interactions),))
@@ -59,10 +70,10 @@ def test_copies_share_data_and_frozen_ids_and_own_the_rest(mmgcn):
     assert not torch.allclose(fresh.id_embedding.weight, model.id_embedding.weight)
 
 
-def test_mask_penalty_equals_per_environment_gradients_of_the_bpr_loss(mmgcn):
+def test_mask_penalty_equals_per_environment_gradients_of_the_bpr_loss(graph_model):
     """Eq. 10's penalty against g_e computed environment by environment, each from the
     model's plain BPR on that environment's rows (no index_add, no padding)."""
-    model, interactions = mmgcn
+    model, interactions, shapes, starts = graph_model
     view = ForwardBackbone(model)
     envs, batch = two_env_batch(interactions)
     mask = torch.rand(model.content.dim)
@@ -71,7 +82,7 @@ def test_mask_penalty_equals_per_environment_gradients_of_the_bpr_loss(mmgcn):
     parts = learner.loss(users, positives, negatives, items, batch, alpha=1.0, lam=0.0)
 
     weights = [w for w, _ in learner.model.forward_parts().weights]
-    assert [tuple(w.shape) for w in weights] == [(3, 4), (2, 2), (3, 2)]  # input map; layer 0's W_1, W_2
+    assert [tuple(w.shape) for w in weights] == shapes
     row_envs = envs[batch.index]
     grads, env_losses = [], []
     for e in range(2):
@@ -83,7 +94,6 @@ def test_mask_penalty_equals_per_environment_gradients_of_the_bpr_loss(mmgcn):
         loss = F.softplus((u * neg).sum(-1) - (u * pos).sum(-1)).sum()
         env_losses.append(loss)
         grads.append(torch.autograd.grad(loss, weights))
-    starts = [0, 4, 4]
     expected = sum((((g0 - g1) ** 2 / 2) * mask[s:s + w.shape[1]]).square().sum()
                    for (g0, g1, w, s) in zip(grads[0], grads[1], weights, starts))
     assert parts.risk.item() == pytest.approx(torch.stack(env_losses).mean().item(), rel=1e-5)
@@ -118,8 +128,8 @@ def test_forward_path_on_ultragcn_mm_equals_the_eq14_path(build, toy_data):
     torch.testing.assert_close(w_b, w_a, rtol=1e-4, atol=1e-6)
 
 
-def test_environment_models_train_each_model_on_its_own_rows(mmgcn):
-    model, interactions = mmgcn
+def test_environment_models_train_each_model_on_its_own_rows(graph_model):
+    model, interactions, *_ = graph_model
     view = ForwardBackbone(model)
     envs, _ = two_env_batch(interactions)
     batch = environment_batches(envs, 2, 64, cycle=False)[0]
@@ -138,8 +148,8 @@ def test_environment_models_train_each_model_on_its_own_rows(mmgcn):
         u = nodes[users[rows]]
         pos, neg = nodes[model.n_users + positives[rows]], nodes[model.n_users + negatives[rows, 0]]
         F.softplus((u * neg).sum(-1) - (u * pos).sum(-1)).sum().backward()
-        expected = reference.modalities[1].aggregate[0].weight.grad
-        torch.testing.assert_close(env_model.modalities[1].aggregate[0].weight.grad, expected)
+        for (weight, _), (expected, _) in zip(env_model.forward_parts().weights, reference.forward_parts().weights):
+            torch.testing.assert_close(weight.grad, expected.grad)
 
 
 def test_environment_l1_touches_only_the_invariant_columns(mmgcn):

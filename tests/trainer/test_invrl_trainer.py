@@ -209,17 +209,20 @@ def test_invrl_over_duif_trains_the_final_duif_on_the_mask(clusters):
     assert DUIF.content_reg_key == "proj_reg_weight"
 
 
-def test_invrl_over_mmgcn_takes_the_forward_path_and_its_mask_reaches_the_final_model(clusters, monkeypatch):
+@pytest.mark.parametrize("name, weight", [("MMGCN", "modalities.0.input_map.weight"),
+                                          ("GRCN", "refiners.0.projection.weight")])
+def test_invrl_over_a_graph_model_takes_the_forward_path_and_its_mask_reaches_the_final_model(
+        clusters, monkeypatch, name, weight):
     from recbole_invrl.invariance.forward_path import ForwardMaskLearner
 
     learners = []
     real_learn_mask = InvRLTrainer.learn_mask
     monkeypatch.setattr("recbole_invrl.trainer.invrl_trainer.mask_learner_for",
                         lambda *a, **k: learners.append(ForwardMaskLearner(*a, **k)) or learners[-1])
-    result = run(clusters, invrl_backbone="MMGCN", latent_size=3, word_embedding_size=4)
+    result = run(clusters, invrl_backbone=name, latent_size=3, word_embedding_size=4)
     assert len(learners) == 2 and real_learn_mask is InvRLTrainer.learn_mask
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
-    assert "final.modalities.0.input_map.weight" in checkpoint and "backbone.id_embedding.weight" in checkpoint
+    assert f"final.{weight}" in checkpoint and f"backbone.{weight}" in checkpoint
     mask = np.load(result["mask_path"])
     np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
     assert not np.allclose(mask, 0.5)
@@ -229,10 +232,16 @@ def test_invrl_over_mmgcn_takes_the_forward_path_and_its_mask_reaches_the_final_
     assert last["alpha_penalty"] > 0 and 0 < last["penalty_share"] < 1
 
 
-@pytest.mark.parametrize("name", ["GRCN", "LATTICE", "FREEDOM"])
+@pytest.mark.parametrize("name", ["LATTICE", "FREEDOM"])
 def test_a_model_without_either_form_is_refused_as_backbone(clusters, name):
     with pytest.raises(ValueError, match=f"invrl_backbone: '{name}' cannot be InvRL's backbone"):
         run(clusters, invrl_backbone=name)
+
+
+def test_a_path_the_backbone_lacks_is_refused_before_training(clusters, monkeypatch):
+    monkeypatch.setattr(InvRLTrainer, "pretrain", lambda *a, **k: pytest.fail("pretraining started"))
+    with pytest.raises(ValueError, match="invariance_path: eq14 needs invariance_parts, which invrl_backbone 'MMGCN'"):
+        run(clusters, invrl_backbone="MMGCN", invariance_path="eq14")
 
 
 def test_a_backbone_without_invariance_parts_is_refused(clusters):

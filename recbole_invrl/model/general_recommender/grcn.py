@@ -38,6 +38,10 @@ edges into items only, so the users' preferences never change; here they flow fr
 to users, as §3.2.1 writes the routing. MMRec reads only visual and text features; here
 every modality of the content encoder has its own branch, and token_seq words enter as
 their summed embeddings (``word_embedding_size``) through the same W_m.
+
+As InvRL's backbone (``invrl_backbone: GRCN``) M3 and M4 take the forward path
+(``recbole_invrl.invariance.forward_path``): the weights on c_i are the W_m; the id
+embeddings, confidences and preference vectors stay frozen.
 """
 from __future__ import annotations
 
@@ -46,8 +50,10 @@ import torch.nn.functional as F
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_invrl.model.abstract_recommender import MultimodalRecommender
+from recbole_invrl.invariance.backbone import ForwardParts
+from recbole_invrl.model.abstract_recommender import PairwiseDotRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
+from recbole_invrl.model.content import layout_slices
 from recbole_invrl.model.multimodal_graph import EdgeGraph, bipartite_edges, modality_rows
 
 WEIGHT_MODES = ("confid", "max", "mean")
@@ -71,6 +77,12 @@ class ModalityRefiner(nn.Module):
         self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, latent_size)))  # p_u
         nn.init.xavier_normal_(self.projection.weight)
 
+    def reset_parameters(self) -> None:
+        """Draw the parameters again as at construction (Xavier-normal weights)."""
+        self.projection.reset_parameters()
+        nn.init.xavier_normal_(self.projection.weight)
+        nn.init.xavier_normal_(self.preference)
+
     def forward(self, rows: torch.Tensor, graph: EdgeGraph, routing: EdgeGraph):
         """(r^m for every node, alpha^m per edge of ``graph``); ``routing`` holds the
         item -> user edges."""
@@ -84,7 +96,7 @@ class ModalityRefiner(nn.Module):
         return x + messages, alpha
 
 
-class GRCN(MultimodalRecommender):
+class GRCN(PairwiseDotRecommender):
     """Content-refined user-item graph, id convolution over it, concatenated representations."""
 
     input_type = InputType.PAIRWISE
@@ -150,29 +162,42 @@ class GRCN(MultimodalRecommender):
         item_table = self.propagate()[self.n_users :]
         return item_table if items is None else item_table[items]
 
-    # ----------------------------------------------------------------- loss
-    def sample_negatives(self, batch_size: int) -> torch.Tensor:
-        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
-        return torch.randint(1, self.n_items, (batch_size,), device=self.id_embedding.device)
-
-    def calculate_loss(self, interaction):
-        users = interaction[self.USER_ID]
-        positives = interaction[self.ITEM_ID]
-        if self.NEG_ITEM_ID in interaction:
-            negatives = interaction[self.NEG_ITEM_ID]
-        else:
-            negatives = self.sample_negatives(len(users))
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of B users against ``items`` (B,) or (B, M), one propagation."""
         user_table, item_table = self.scoring_tables()
         user_vectors = user_table[users]
-        pos_scores = (user_vectors * item_table[positives]).sum(-1)
-        neg_scores = (user_vectors * item_table[negatives]).sum(-1)
-        bpr = F.softplus(neg_scores - pos_scores).mean()
-        return bpr + self.reg_weight * self.l2_loss(users, positives, negatives)
+        if items.dim() == 2:
+            user_vectors = user_vectors.unsqueeze(1)
+        return (user_vectors * item_table[items]).sum(-1)
 
-    def l2_loss(self, users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    # ----------------------------------------------------------------- loss
+    def calculate_loss(self, interaction):
+        users, items, bpr = self.bpr_loss(interaction)
+        return bpr + self.reg_weight * self.l2_loss(users, items)
+
+    def l2_loss(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Mean square of the batch's id embeddings (each user paired with its positive and
-        its negative) plus, per modality, the mean square of the users' preferences."""
+        its negative: ``items`` (B, 2)) plus, per modality, the mean square of the users'
+        preferences."""
         pair_users = users.repeat_interleave(2)
-        pair_items = torch.stack([positives, negatives], dim=1).reshape(-1) + self.n_users
+        pair_items = items.reshape(-1) + self.n_users
         ids = (self.id_embedding[pair_users].square() + self.id_embedding[pair_items].square()).mean()
         return ids + sum(refiner.preference[pair_users].square().mean() for refiner in self.refiners)
+
+    # ----------------------------------------------------------------- InvRL
+    def reset_parameters(self) -> None:
+        """Draw every parameter but the content encoder's again, as at construction."""
+        for parameter in (self.id_embedding, self.confidence):
+            nn.init.xavier_normal_(parameter)
+        for refiner in self.refiners:
+            refiner.reset_parameters()
+
+    def forward_parts(self) -> ForwardParts:
+        """Each modality's W_m on its content (columns at the modality's offset in c_i); the
+        id embeddings, confidences and preference vectors are the frozen ids."""
+        slices = layout_slices(self.content_layout)
+        return ForwardParts(
+            weights=[(refiner.projection.weight, columns.start)
+                     for refiner, (_, columns) in zip(self.refiners, slices)],
+            frozen=[self.id_embedding, self.confidence, *(refiner.preference for refiner in self.refiners)],
+        )

@@ -34,6 +34,11 @@ def backbone_class_of(config) -> type:
             and (hasattr(model, "invariance_parts") or hasattr(model, "forward_parts"))):
         raise ValueError(f"invrl_backbone: '{name}' cannot be InvRL's backbone; expected a recbole_invrl multimodal "
                          "model with invariance_parts or forward_parts (e.g. UltraGCNMM, VBPR, MMGCN)")
+    path = config["invariance_path"] or "auto"
+    needs = {"eq14": "invariance_parts", "forward": "forward_parts"}.get(path)
+    if needs and not hasattr(model, needs):
+        raise ValueError(f"invariance_path: {path} needs {needs}, which invrl_backbone '{name}' does not have; "
+                         "use auto")
     return model
 
 

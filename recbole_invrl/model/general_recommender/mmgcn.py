@@ -34,7 +34,7 @@ from torch import nn
 from recbole_invrl.invariance.backbone import ForwardParts
 from recbole_invrl.model.abstract_recommender import PairwiseDotRecommender
 from recbole_invrl.model.common import check_pairwise_sampling, non_negative, positive_int
-from recbole_invrl.model.content import ContentEncoder
+from recbole_invrl.model.content import ContentEncoder, layout_slices
 from recbole_invrl.model.multimodal_graph import EdgeGraph, bipartite_edges, mean_weights, modality_block
 
 COMBINATIONS = ("concat", "add")
@@ -183,9 +183,8 @@ class MMGCN(PairwiseDotRecommender):
     def forward_parts(self) -> ForwardParts:
         """Each modality's weights on its content (columns at the modality's offset in c_i);
         the id embeddings and preference vectors are the frozen ids."""
-        weights, start = [], 0
-        for graph, (_, width) in zip(self.modalities, self.content_layout):
-            weights += [(weight, start) for weight in graph.content_weights()]
-            start += width
+        weights = []
+        for graph, (_, columns) in zip(self.modalities, layout_slices(self.content_layout)):
+            weights += [(weight, columns.start) for weight in graph.content_weights()]
         return ForwardParts(weights=weights,
                             frozen=[self.id_embedding.weight, *(graph.preference for graph in self.modalities)])
