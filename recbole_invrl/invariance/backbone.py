@@ -30,7 +30,8 @@ A backbone class of the eq. 14 form implements:
 - ``invariance_parts() -> InvarianceParts`` (called once after pretraining, in eval mode);
 - ``interaction_losses(scores, users, positives, negatives) -> (n,)``: its training loss
   per positive, from the scores of ``training_items(positives, negatives)`` (n, M);
-- ``sample_negatives(n) -> (n, k)`` on the model's device, and ``training_items``.
+- ``sample_negatives(users) -> (n, k)``: negatives for the positives of ``users`` (n,), on
+  the model's device, and ``training_items``.
 
 On the forward path it implements the last two and ``forward_parts``, and scores through
 ``MultimodalRecommender.scoring_tables`` under ``ContentEncoder.gated``.

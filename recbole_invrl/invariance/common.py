@@ -109,7 +109,7 @@ class TrainedBackbone:
     def training_batch(self, interactions: TrainingInteractions, index: torch.Tensor):
         """(users, positives, negatives, items scored) for the interactions at ``index``."""
         users, positives = interactions.users[index], interactions.items[index]
-        negatives = self.model.sample_negatives(len(index))
+        negatives = self.model.sample_negatives(users)
         return users, positives, negatives, self.model.training_items(positives, negatives)
 
 

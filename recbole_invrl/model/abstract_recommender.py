@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 
-from recbole_invrl.model.common import AllItemsCache, positive_int
+from recbole_invrl.model.common import AllItemsCache, UnseenItemSampler, positive_int
 from recbole_invrl.model.content import ContentEncoder
 
 
@@ -104,7 +104,18 @@ class MultimodalRecommender(GeneralRecommender):
 class PairwiseDotRecommender(MultimodalRecommender):
     """A ``MultimodalRecommender`` trained by BPR on dot-product scores: one negative per
     positive, from RecBole's sampler or, where the dataloader gives none (as inside InvRL),
-    drawn uniformly on the device. A subclass adds its regulariser to ``bpr_loss``."""
+    drawn on the device the way RecBole's uniform sampler draws it, among the items the
+    user has not interacted with in training (``UnseenItemSampler``). A subclass adds its
+    regulariser to ``bpr_loss``."""
+
+    def __init__(self, config, dataset, shared: "PairwiseDotRecommender | None" = None):
+        super().__init__(config, dataset, shared)
+        if shared is not None:
+            self.negative_sampler = shared.negative_sampler
+        else:
+            feat = dataset.inter_feat
+            self.negative_sampler = UnseenItemSampler(feat[self.USER_ID], feat[self.ITEM_ID], self.n_users,
+                                                      self.n_items)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of B users against ``items`` of shape (B,) or (B, M)."""
@@ -113,10 +124,10 @@ class PairwiseDotRecommender(MultimodalRecommender):
             user_vectors = user_vectors.unsqueeze(1)
         return (user_vectors * self.item_vectors(items)).sum(-1)
 
-    def sample_negatives(self, batch_size: int) -> torch.Tensor:
-        """One uniform negative per positive, drawn on the device (item 0 is padding)."""
-        device = next(self.parameters()).device
-        return torch.randint(1, self.n_items, (batch_size, 1), device=device)
+    def sample_negatives(self, users: torch.Tensor) -> torch.Tensor:
+        """(n, 1): one negative per positive of ``users``, uniform among the items the user
+        has not interacted with in training."""
+        return self.negative_sampler(users, 1)
 
     def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """[i, j] per positive -> (B, 2)."""
@@ -133,7 +144,7 @@ class PairwiseDotRecommender(MultimodalRecommender):
         if self.NEG_ITEM_ID in interaction:
             negatives = interaction[self.NEG_ITEM_ID].unsqueeze(1)
         else:
-            negatives = self.sample_negatives(len(users))
+            negatives = self.sample_negatives(users)
         items = self.training_items(positives, negatives)  # (B, 2): one projection for both
         bpr = self.interaction_losses(self.forward(users, items), users, positives, negatives).mean()
         return users, items, bpr

@@ -70,6 +70,38 @@ class MaskWatch:
         return not same
 
 
+class UnseenItemSampler(nn.Module):
+    """Uniform negatives among the items a user has no training interaction with, as
+    RecBole's uniform sampler draws them, but exact and on the device with no loop.
+
+    With u's training items sorted, i_0 < i_1 < ..., t_j = i_j - 1 - j counts the unseen
+    candidates (ids 1..n_items-1) below i_j, so the r-th unseen candidate (0-based) is
+    r + 1 + #{j : t_j <= r}. A draw is r ~ U{0, ..., unseen_u - 1} per negative, and the
+    count is one ``searchsorted`` in the (user, t) keys of every training interaction."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, n_users: int, n_items: int):
+        super().__init__()
+        keys = torch.unique(users.long() * n_items + items.long())  # distinct pairs, sorted
+        key_users, key_items = torch.div(keys, n_items, rounding_mode="floor"), keys % n_items
+        counts = torch.bincount(key_users, minlength=n_users)
+        offsets = counts.cumsum(0) - counts
+        below = key_items - 1 - (torch.arange(len(keys)) - offsets[key_users])  # t_j
+        self.n_items = n_items
+        for name, value in {"seen_counts": counts, "offsets": offsets, "keys": key_users * n_items + below}.items():
+            self.register_buffer(name, value, persistent=False)
+
+    def forward(self, users: torch.Tensor, k: int) -> torch.Tensor:
+        """(n, k) items, each uniform among the items ``users`` (n,) have not interacted with
+        in training (among all items for a user who has seen every one)."""
+        unseen = (self.n_items - 1 - self.seen_counts[users]).unsqueeze(1)
+        every = unseen <= 0
+        width = torch.where(every, self.n_items - 1, unseen)
+        rank = (torch.rand(len(users), k, device=users.device, dtype=torch.float64) * width).long().clamp_max(width - 1)
+        query = users.unsqueeze(1) * self.n_items + rank
+        skipped = torch.searchsorted(self.keys, query, right=True) - self.offsets[users].unsqueeze(1)
+        return rank + 1 + torch.where(every, 0, skipped)
+
+
 class AllItemsCache(nn.Module):
     """Terms computed for every item, reused across the batches of one evaluation.
 

@@ -70,16 +70,17 @@ class UltraGCNObjective:
         self.register_buffer("beta_user", user_factor, persistent=False)
         self.register_buffer("beta_item", 1.0 / (item_degree + 1).sqrt(), persistent=False)
 
-    def sample_negatives(self, batch_size: int) -> torch.Tensor:
-        """``neg_num`` uniform items per positive, drawn on the device (item 0 is padding)."""
+    def sample_negatives(self, users: torch.Tensor) -> torch.Tensor:
+        """``neg_num`` uniform items per positive of ``users``, drawn on the device (item 0 is
+        padding; a training positive may be drawn, as in UltraGCN's release)."""
         return torch.randint(
-            1, self.n_items, (batch_size, self.neg_num), device=self.item_embedding.weight.device
+            1, self.n_items, (len(users), self.neg_num), device=self.item_embedding.weight.device
         )
 
     def calculate_loss(self, interaction):
         users = interaction[self.USER_ID]
         positives = interaction[self.ITEM_ID]
-        negatives = self.sample_negatives(len(users))
+        negatives = self.sample_negatives(users)
         return self.loss(users, positives, negatives)
 
     def training_items(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:

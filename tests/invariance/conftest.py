@@ -58,7 +58,7 @@ def pretrained_bed(tmp_path_factory):
         for index in torch.randperm(len(interactions)).split(256):
             optimizer.zero_grad()
             model.loss(interactions.users[index], interactions.items[index],
-                       model.sample_negatives(len(index))).backward()
+                       model.sample_negatives(interactions.users[index])).backward()
             optimizer.step()
     planted = np.load(folder / "train_env.npy")
     assert len(planted) == len(interactions)

@@ -63,3 +63,23 @@ def test_mask_watch_sees_new_values_not_rewrites_of_the_same():
     mask[2] = 0.5
     assert watch.changed(mask) and not watch.changed(mask)
     assert watch.changed(mask.clone().fill_(1.0))  # another tensor with other values
+
+
+def test_unseen_item_sampler_draws_uniformly_among_the_items_a_user_has_not_seen():
+    from recbole_invrl.model.common import UnseenItemSampler
+
+    n_items = 12  # ids 1..11; 0 is padding
+    seen = {1: [1, 2, 11, 2], 2: [5, 6, 7], 3: list(range(1, 12)), 4: []}
+    users = torch.tensor([u for u, items in seen.items() for _ in items])
+    items = torch.tensor([i for items in seen.values() for i in items])
+    sampler = UnseenItemSampler(users, items, n_users=5, n_items=n_items)
+    torch.manual_seed(0)
+    draws = 6000
+    for user, items in seen.items():
+        negatives = sampler(torch.full((draws,), user), 2)
+        assert negatives.shape == (draws, 2)
+        counts = torch.bincount(negatives.flatten(), minlength=n_items)
+        allowed = [i for i in range(1, n_items) if i not in items] or list(range(1, n_items))  # 3 has seen all
+        assert counts[0] == 0 and set(torch.nonzero(counts).flatten().tolist()) == set(allowed)
+        expected = 2 * draws / len(allowed)
+        assert (counts[allowed].float() / expected - 1).abs().max() < 0.1

@@ -124,7 +124,7 @@ def test_without_a_sampler_negatives_are_drawn_on_the_device(build, atomic_datas
     model = DUIF(config, train._dataset)
     loss = model.calculate_loss(Interaction({"user_id": torch.tensor([1, 2]), "item_id": torch.tensor([1, 2])}))
     assert torch.isfinite(loss)
-    negatives = model.sample_negatives(500)
+    negatives = model.sample_negatives(torch.ones(500, dtype=torch.long))
     assert int(negatives.min()) >= 1 and int(negatives.max()) < model.n_items
     config["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 0}
     with pytest.raises(ValueError, match="^train_neg_sample_args: DUIF is trained pairwise"):

@@ -86,7 +86,7 @@ def test_loss_equals_hand_computation(toy):
 
 def test_negatives_are_uniform_over_real_items(toy):
     model, _ = toy
-    negatives = model.sample_negatives(4000)
+    negatives = model.sample_negatives(torch.ones(4000, dtype=torch.long))
     assert negatives.shape == (4000, HYPER["neg_num"])
     assert negatives.min() >= 1 and negatives.max() == model.n_items - 1
     counts = torch.bincount(negatives.flatten(), minlength=model.n_items)[1:].float()

@@ -106,8 +106,11 @@ def test_vbpr_without_a_sampler_draws_its_negatives_on_the_device(build, atomic_
     atomic_dataset(tmp_path, "toy", TOY_TRAIN, [(1, 3)], [(1, 4)], dense={"v_feat": TOY_FEATURES})
     config, _, train, *_ = build("VBPR", "toy", train_neg_sample_args=None)
     model = VBPR(config, train._dataset)
-    negatives = model.sample_negatives(500)
+    user = train._dataset.token2id("user_id", "1")
+    negatives = model.sample_negatives(torch.full((500,), user))
     assert negatives.shape[0] == 500
+    seen = {train._dataset.token2id("item_id", str(i)) for u, i in TOY_TRAIN if u == 1}
+    assert not seen & set(negatives.flatten().tolist())  # as RecBole's sampler: none the user has seen
     assert int(negatives.min()) >= 1 and int(negatives.max()) < model.n_items  # item 0 is padding
     assert len(torch.unique(negatives)) > 1
 
