@@ -9,7 +9,10 @@ Phi = m * c (eq. 4, M5) trained by RecBole's fit loop (M6, eq. 13). ``mask`` is 
 Training, prediction and full ranking use ``final``. ``InvRLTrainer`` runs Algorithm 1.
 
 Every backbone trains here on the positives of RecBole's dataloader and draws its
-negatives on the device (``train_neg_sample_args: ~``).
+negatives on the device (``train_neg_sample_args: ~``): UltraGCN-MM ``neg_num`` uniform
+items, as UltraGCN's release does; the BPR models (VBPR, DUIF, MMGCN, GRCN) one item among
+those the user has not seen in training, as RecBole's uniform sampler gives them when they
+train alone (``UnseenItemSampler``).
 """
 from __future__ import annotations
 
