@@ -35,7 +35,8 @@ from torch import nn
 
 from recbole_invrl.invariance.backbone import ForwardParts
 from recbole_invrl.invariance.common import EnvironmentBatch, TrainedBackbone, TrainingInteractions
-from recbole_invrl.invariance.mask import MaskGate, MaskLoss, RANDOM_INIT_STD, squared_deviations
+from recbole_invrl.invariance.mask import (MaskGate, MaskLoss, RANDOM_INIT_STD, squared_deviations,
+                                           without_anomaly_checks)
 from recbole_invrl.invariance.partition import ASSIGN_CHUNK, PARTITION_ASSIGNS
 from recbole_invrl.optim import fused_copy
 
@@ -221,10 +222,11 @@ class ForwardMaskLearner(MaskGate):
 
         parts = self.model.forward_parts()
         weights = [weight for weight, _ in parts.weights]
-        env_grads = [  # g_e = dL^e / dW for every content weight W
-            torch.autograd.grad(env_losses[e], weights, create_graph=True) if on else None
-            for e, on in enumerate(batch.active_envs)
-        ]
+        with without_anomaly_checks():
+            env_grads = [  # g_e = dL^e / dW for every content weight W
+                torch.autograd.grad(env_losses[e], weights, create_graph=True) if on else None
+                for e, on in enumerate(batch.active_envs)
+            ]
         penalty = torch.zeros((), device=mu.device)
         for k, (weight, start) in enumerate(parts.weights):
             grads = torch.stack([g[k] if g is not None else torch.zeros_like(weight) for g in env_grads])

@@ -203,14 +203,15 @@ def learn_mask(
         for step, batch in enumerate(batches):
             users, positives, negatives, items = learner.frozen.training_batch(interactions, batch.index)
             optimizer.zero_grad()
-            parts = learner.loss(users, positives, negatives, items, batch, alpha, lam)
-            measured = step % grad_norm_every == 0
-            if measured:
-                risk_grad, reg_grad = (
-                    torch.autograd.grad(term, learner.mask, retain_graph=True)[0]
-                    for term in (parts.risk, lam * parts.regulariser)
-                )
-            parts.total.backward()
+            with without_anomaly_checks():
+                parts = learner.loss(users, positives, negatives, items, batch, alpha, lam)
+                measured = step % grad_norm_every == 0
+                if measured:
+                    risk_grad, reg_grad = (
+                        torch.autograd.grad(term, learner.mask, retain_graph=True)[0]
+                        for term in (parts.risk, lam * parts.regulariser)
+                    )
+                parts.total.backward()
             if measured:
                 penalty_grad = learner.mask.grad - risk_grad - reg_grad  # the rest of m's gradient
                 norms += torch.stack([risk_grad.norm(), penalty_grad.norm(), reg_grad.norm()])
@@ -222,6 +223,13 @@ def learn_mask(
         means = torch.cat([losses / max(len(batches), 1), norms / max(n_measured, 1)]).tolist()  # one host transfer
         history.append(epoch_summary(dict(zip(EPOCH_FIELDS, means))))
     return history
+
+
+def without_anomaly_checks() -> torch.autograd.set_detect_anomaly:
+    """Autograd's anomaly mode off for M4's double-backward pass: its NaN check cannot read the
+    sparse CSR gradients of the graph backbones' message passing, and RecBole switches the
+    mode on for the whole process when its SINE model is imported (``sine.py``)."""
+    return torch.autograd.set_detect_anomaly(False)
 
 
 def epoch_summary(values: dict[str, float]) -> dict[str, float]:
