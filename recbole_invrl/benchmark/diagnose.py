@@ -131,7 +131,8 @@ def _separability(frozen: BackboneView, interactions: TrainingInteractions,
     """ROC-AUC and best-threshold purity of the pretrained spurious-part score for two
     planted environments ({} without them, or on the forward path, where the score has
     no spurious part of its own)."""
-    if not isinstance(frozen, FrozenBackbone) or truth is None or truth.envs is None or truth.roles is None or truth.envs.max() != 1:
+    if not isinstance(frozen, FrozenBackbone) or truth is None or truth.envs is None or truth.roles is None \
+            or truth.envs.max() != 1:
         return {}
     spurious = torch.as_tensor(truth.roles == 0, dtype=torch.float32, device=interactions.users.device)
     weight = frozen.projection * spurious

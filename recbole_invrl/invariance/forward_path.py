@@ -33,23 +33,11 @@ import copy
 import torch
 from torch import nn
 
-from recbole_invrl.invariance.backbone import ForwardParts
 from recbole_invrl.invariance.common import EnvironmentBatch, TrainedBackbone, TrainingInteractions
 from recbole_invrl.invariance.mask import (MaskGate, MaskLoss, RANDOM_INIT_STD, squared_deviations,
                                            without_anomaly_checks)
 from recbole_invrl.invariance.partition import ASSIGN_CHUNK, PARTITION_ASSIGNS
 from recbole_invrl.optim import fused_copy
-
-
-def pair_scores(model, tables: tuple[torch.Tensor | None, torch.Tensor], users: torch.Tensor,
-                items: torch.Tensor) -> torch.Tensor:
-    """Scores of ``users`` (n,) against ``items`` (n,) or (n, M) from the model's
-    ``scoring_tables`` (users looked up per batch where the table has none)."""
-    user_table, item_table = tables
-    user_side = model.user_vectors(users) if user_table is None else user_table[users]
-    if items.dim() == 2:
-        user_side = user_side.unsqueeze(1)
-    return (user_side * item_table[items]).sum(-1)
 
 
 class ForwardBackbone(TrainedBackbone):
@@ -62,7 +50,6 @@ class ForwardBackbone(TrainedBackbone):
             raise ValueError(f"{type(backbone).__name__} has no forward_parts: it cannot be InvRL's backbone "
                              "on the forward path")
         backbone.requires_grad_(False)
-        self.content_dim = backbone.content.dim
 
     def trainable_copy(self, fresh: bool = False):
         """A copy of the backbone sharing its data buffers (features, graphs), its content
@@ -94,7 +81,7 @@ class ForwardBackbone(TrainedBackbone):
         """The pretrained backbone's score of every training interaction (one propagation)."""
         tables = self.model.scoring_tables()
         return torch.cat([
-            pair_scores(self.model, tables, users, items)
+            self.model.table_scores(tables, users, items)
             for users, items in zip(interactions.users.split(chunk), interactions.items.split(chunk))
         ])
 
@@ -133,7 +120,7 @@ class ForwardEnvironmentModels(nn.Module):
     def loss(self, users, positives, negatives, items, batch: EnvironmentBatch) -> torch.Tensor:
         """Eq. 6 for all environments at once: each row is scored by its own environment's
         model, so each interaction trains only that model."""
-        scores = [pair_scores(m, m.scoring_tables(), users, items) if on else None
+        scores = [m.table_scores(m.scoring_tables(), users, items) if on else None
                   for m, on in zip(self.models, batch.active_envs)]
         filler = torch.zeros_like(next(s for s in scores if s is not None))
         stacked = torch.stack([filler if s is None else s for s in scores])  # (E, n, M)
@@ -181,7 +168,7 @@ class ForwardEnvironmentModels(nn.Module):
 
     def all_scores(self, tables, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(n, E): every environment model's score of the interactions (users, items)."""
-        return torch.stack([pair_scores(m, t, users, items) for m, t in zip(self.models, tables)], dim=1)
+        return torch.stack([m.table_scores(t, users, items) for m, t in zip(self.models, tables)], dim=1)
 
     def log_normalisers(self, tables, samples: int) -> torch.Tensor:
         """(n_users, E): log sum_j exp Gamma^(e)(u, j) over ``samples`` uniform items j per user."""
@@ -214,7 +201,7 @@ class ForwardMaskLearner(MaskGate):
         """Eq. 10 on one step of per-environment batches, through the model's forward."""
         mu = self.gate()
         with self.model.content.gated(mu):
-            scores = pair_scores(self.model, self.model.scoring_tables(), users, items)
+            scores = self.model.table_scores(self.model.scoring_tables(), users, items)
         losses = self.model.interaction_losses(scores, users, positives, negatives)
         active = batch.active
         env_losses = torch.zeros(self.num_envs, device=losses.device).index_add(0, batch.envs, losses)  # L^e

@@ -81,6 +81,16 @@ class MultimodalRecommender(GeneralRecommender):
         vector) for full ranking."""
         return None, self.item_vectors(None)
 
+    def table_scores(self, tables: tuple[torch.Tensor | None, torch.Tensor], users: torch.Tensor,
+                     items: torch.Tensor) -> torch.Tensor:
+        """Scores of ``users`` (n,) against ``items`` (n,) or (n, M) from ``scoring_tables``
+        (users looked up per batch where the tables have none)."""
+        user_table, item_table = tables
+        user_side = self.user_vectors(users) if user_table is None else user_table[users]
+        if items.dim() == 2:
+            user_side = user_side.unsqueeze(1)
+        return (user_side * item_table[items]).sum(-1)
+
     def cached_tables(self) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``scoring_tables``, kept across the batches of one evaluation."""
         return self._tables.get(self, self.scoring_tables)
@@ -90,9 +100,7 @@ class MultimodalRecommender(GeneralRecommender):
         users, items = interaction[self.USER_ID], interaction[self.ITEM_ID]
         if self.training:
             return (self.user_vectors(users) * self.item_vectors(items)).sum(-1)
-        user_table, item_table = self.cached_tables()
-        user_side = self.user_vectors(users) if user_table is None else user_table[users]
-        return (user_side * item_table[items]).sum(-1)
+        return self.table_scores(self.cached_tables(), users, items)
 
     def full_sort_predict(self, interaction):
         users = interaction[self.USER_ID]

@@ -153,11 +153,7 @@ class MMGCN(PairwiseDotRecommender):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """<u*, i*> (eq. 8) of B users against ``items`` (B,) or (B, M), one propagation."""
-        user_table, item_table = self.scoring_tables()
-        user_vectors = user_table[users]
-        if items.dim() == 2:
-            user_vectors = user_vectors.unsqueeze(1)
-        return (user_vectors * item_table[items]).sum(-1)
+        return self.table_scores(self.scoring_tables(), users, items)
 
     # ----------------------------------------------------------------- loss
     def calculate_loss(self, interaction):
