@@ -36,7 +36,8 @@ from typing import Any, Callable, Sequence
 from recbole.trainer import HyperTuning
 from recbole.utils.utils import dict2str
 
-from recbole_invrl.benchmark import child, runner
+from recbole_invrl.benchmark import child
+from recbole_invrl.benchmark import plan as run_plan
 from recbole_invrl.hyper_report import STATUS_OK, OutputPaths, TrialRecord, write_outputs
 from recbole_invrl.shims import hyperopt_rstate
 from recbole_invrl.search_space import (
@@ -65,7 +66,7 @@ class TrialFailed(Exception):
 # --------------------------------------------------------------------------- trials
 
 @dataclass(frozen=True)
-class TrialSpec(runner.RunSpec):
+class TrialSpec(run_plan.RunSpec):
     """A benchmark-runner run named after its trial number, so trials keep their own files."""
 
     trial: int = 0
@@ -252,7 +253,7 @@ def parse_command_line(argv: Sequence[str]) -> tuple[argparse.Namespace, list[st
     args, extras = build_parser().parse_known_args(list(argv))  # argparse exits 2 itself
     if args.tool.lower() != "hyperopt":
         raise HyperError(f"--tool={args.tool}: only --tool=Hyperopt is supported; {RAY_NOTE}")
-    overrides = runner.parse_overrides(extras, HyperError)
+    overrides = run_plan.parse_overrides(extras, HyperError)
     if args.max_evals is not None and args.max_evals < 1:
         raise HyperError("--max_evals must be at least 1")
     if args.timeout is not None and args.timeout <= 0:
@@ -333,7 +334,7 @@ def _check_dataset(config, dataset: str) -> None:
     from recbole_invrl.data.utils import ensure_dataset_files
 
     data_folder = Path(config["data_path"])
-    if not runner.dataset_is_known(dataset, data_folder):
+    if not run_plan.dataset_is_known(dataset, data_folder):
         raise HyperError(f"unknown dataset '{dataset}': no dataset_configs/{dataset}.yaml and no "
                          f"atomic files (*.inter) in {data_folder}/; pass --data_path=DIR")
     try:

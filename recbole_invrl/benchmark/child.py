@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 if TYPE_CHECKING:
-    from recbole_invrl.benchmark.runner import RunSpec
+    from recbole_invrl.benchmark.plan import RunSpec
 
 ERROR_MARKER = "benchmark-run-error: "
 MAX_ERROR_CHARS = 300

@@ -9,7 +9,8 @@ import pytest
 
 from recbole_invrl.benchmark import child, runner
 from recbole_invrl.benchmark.child import describe_failure, last_error_line
-from recbole_invrl.benchmark.runner import Plan, execute
+from recbole_invrl.benchmark.plan import Plan, parse_command_line, prepare
+from recbole_invrl.benchmark.runner import execute
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -251,7 +252,7 @@ def test_a_model_entry_with_its_own_overrides_is_a_row_of_its_own(tiny, tmp_path
     argv = argv_for(tiny, models="BPR,BPR@embedding_size=8@learning_rate=0.01", seeds="1")
     assert runner.main(argv, run_fn=fake) == 0
     assert fake.calls == [("BPR", 1), ("BPR@embedding_size=8@learning_rate=0.01", 1)]
-    plan = runner.prepare(*runner.parse_command_line(argv))
+    plan = prepare(*parse_command_line(argv))
     plain, variant = (plan.spec(m, 1) for m in plan.models)
     def after_dashes(command):
         return command[command.index("--") + 1:]
