@@ -5,9 +5,12 @@ interaction of user u in environment e from softmax_i(f_ui + w_e g_ui), with w_A
 w_B = -1 and a 70 / 30 share. Knowing those logits, the Bayes rule assigns (u, i) to
 argmax_e log pi_e + log p_e(i | u); without the share, to argmax_e log p_e(i | u). This
 script re-draws the world of each seed as the generator does (the same random stream, so
-the same interactions and planted ``train_env``), applies both rules and prints their purity and adjusted Rand index
-against the planted environments: the most that a partition learned from data can reach,
-and the yardstick for M3's ``purity`` and ``ari`` (``run_experiment.py --experiment=recovery``).
+the same interactions and planted ``train_env``), applies both rules and prints their
+purity and adjusted Rand index against the planted environments, the most that a partition
+learned from data can reach and the yardstick for M3's ``purity`` and ``ari``
+(``run_experiment.py --experiment=recovery``). It also prints ``spread``, how far apart the
+two environments' log-likelihoods of an interaction lie: the standard deviation of
+log p_e(i | u) about its mean over the environments, in nats.
 The draws are without replacement; the rule ignores that, which the printed purity
 includes.
 
@@ -44,7 +47,8 @@ def bayes_partition(preset: str, scale: float, seed: int) -> dict[str, float]:
     truth = world.train_env.astype(np.int64)
     log_lik = environment_log_likelihoods(world, users, items)
     log_share = np.log([share for _, share, _ in synthetic.ENVIRONMENTS])
-    out = {"majority_share": float(np.bincount(truth).max() / len(truth))}
+    out = {"majority_share": float(np.bincount(truth).max() / len(truth)),
+           "spread": float((log_lik - log_lik.mean(1, keepdims=True)).std())}
     for rule, scores in (("likelihood", log_lik), ("posterior", log_lik + log_share)):
         assigned = scores.argmax(1)
         out[f"{rule}_purity"] = float(purity(assigned, truth))
@@ -59,11 +63,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
     print(f"Bayes partition of the planted environments ({args.preset}, scale {args.scale})")
-    print("seed  majority  purity(likelihood)  ARI(likelihood)  purity(posterior)  ARI(posterior)")
+    print("seed  majority  purity(likelihood)  ARI(likelihood)  purity(posterior)  ARI(posterior)  spread")
     for seed in args.seeds:
         r = bayes_partition(args.preset, args.scale, seed)
         print(f"{seed:>4}  {r['majority_share']:8.4f}  {r['likelihood_purity']:18.4f}  {r['likelihood_ari']:15.3f}"
-              f"  {r['posterior_purity']:17.4f}  {r['posterior_ari']:14.3f}")
+              f"  {r['posterior_purity']:17.4f}  {r['posterior_ari']:14.3f}  {r['spread']:6.3f}")
     return 0
 
 
