@@ -21,17 +21,16 @@ log-likelihood under each environment's model about its mean over the environmen
   with 10 epochs per round: how well the environment models classify when trained on
   the truth, and where the alternation drifts from there.
 
-``planted`` rows have a meaning only where ``--num_envs`` holds 2. Every variant starts
-from the same seed. Figures depend on the seed; the command prints what it ran.
+``planted start`` runs with 2 environments whatever ``--num_envs`` says. Every variant
+starts from the same seed; the figures depend on it.
 
     python bench/bench_partition_study.py [--datasets synthetic-tiktok ...] [--num_envs 5 2]
-                                          [--rounds 6] [--seed 2020] [--out FILE.json]
+        [--rounds 6] [--seed 2020] [--variants default "20 epochs" ...] [--out FILE.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
