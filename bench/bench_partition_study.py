@@ -44,7 +44,7 @@ from recbole.utils import init_seed  # noqa: E402
 
 from recbole_invrl.data import create_dataset, data_preparation  # noqa: E402
 from recbole_invrl.invariance import TrainingInteractions  # noqa: E402
-from recbole_invrl.invariance.partition import ASSIGN_CHUNK, initial_environments, train_environments  # noqa: E402
+from recbole_invrl.invariance.partition import initial_environments, train_environments  # noqa: E402
 from recbole_invrl.invariance.paths import backbone_view, environment_models_for  # noqa: E402
 from recbole_invrl.invariance.truth import PlantedTruth  # noqa: E402
 from recbole_invrl.quick_start import load_config  # noqa: E402
@@ -96,19 +96,10 @@ class Study:
                 "spread": log_likelihood_spread(models, self.interactions, config["partition_samples"])}
 
 
-@torch.no_grad()
-def log_likelihoods(models, interactions: TrainingInteractions, samples: int) -> torch.Tensor:
-    """(n, E): log p_e(i | u) of every interaction under every environment model, the
-    normaliser estimated as ``partition_assign: likelihood`` does."""
-    offset = models.log_normalisers(samples)
-    chunks = zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK))
-    return torch.cat([models.all_scores(u, i) - offset[u] for u, i in chunks])
-
-
 def log_likelihood_spread(models, interactions: TrainingInteractions, samples: int) -> float:
     """How sure the models are: the standard deviation, over interactions and environments,
     of log p_e(i | u) less its mean over the environments (nats)."""
-    scores = log_likelihoods(models, interactions, samples)
+    scores = models.assignment_scores(interactions, "likelihood", samples)
     return float((scores - scores.mean(1, keepdim=True)).std())
 
 
@@ -118,7 +109,7 @@ def assign(models, interactions: TrainingInteractions, envs: torch.Tensor, confi
     if not shares:
         return models.assign(interactions, config["partition_assign"], config["partition_samples"])
     log_share = torch.bincount(envs, minlength=models.num_envs).float().div(len(envs)).clamp_min(1e-6).log()
-    return (log_likelihoods(models, interactions, config["partition_samples"]) + log_share).argmax(1)
+    return (models.assignment_scores(interactions, "likelihood", config["partition_samples"]) + log_share).argmax(1)
 
 
 VARIANTS: dict[str, Callable[[Study, int, int, int], dict[str, Any]]] = {

@@ -41,8 +41,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from recbole_invrl.benchmark.child import EXIT_INTERRUPTED, one_main, run_one_subprocess
-from recbole_invrl.benchmark.plan import (DEFAULT_MODELS, BenchmarkError, Plan, RunFn,  # noqa: F401 (re-exported)
-                                          RunSpec, parse_command_line, prepare)
+from recbole_invrl.benchmark.plan import DEFAULT_MODELS, BenchmarkError, Plan, RunFn, parse_command_line, prepare
 from recbole_invrl.benchmark.table import Metric, latest_rows, write_table
 
 RUNS_FILE = "runs.jsonl"

@@ -152,19 +152,25 @@ class ForwardEnvironmentModels(nn.Module):
     def assign(self, interactions: TrainingInteractions, rule: str = "score", samples: int = 50) -> torch.Tensor:
         """Eq. 7: the environment whose model gives the highest score (``score``) or
         log-softmax over ``samples`` uniform items per user (``likelihood``)."""
+        return self.assignment_scores(interactions, rule, samples).argmax(1)
+
+    @torch.no_grad()
+    def assignment_scores(self, interactions: TrainingInteractions, rule: str = "likelihood",
+                          samples: int = 50) -> torch.Tensor:
+        """(n, E): what eq. 7 takes the argmax of for every interaction and environment
+        (as ``EnvironmentModels.assignment_scores``), each model scoring in eval mode."""
         if rule not in PARTITION_ASSIGNS:
             raise ValueError(f"partition_assign: expected one of {PARTITION_ASSIGNS}, got {rule!r}")
         for model in self.models:
             model.eval()
         tables = [model.scoring_tables() for model in self.models]
         offset = self.log_normalisers(tables, samples) if rule == "likelihood" else None
-        envs = []
-        for users, items in zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK)):
-            scores = self.all_scores(tables, users, items)
-            envs.append((scores if offset is None else scores - offset[users]).argmax(1))
+        chunks = zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK))
+        scores = torch.cat([self.all_scores(tables, users, items) - (0 if offset is None else offset[users])
+                            for users, items in chunks])
         for model in self.models:
             model.train()
-        return torch.cat(envs)
+        return scores
 
     def all_scores(self, tables, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """(n, E): every environment model's score of the interactions (users, items)."""

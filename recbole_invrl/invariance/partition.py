@@ -161,14 +161,20 @@ class EnvironmentModels(nn.Module):
     def assign(self, interactions: TrainingInteractions, rule: str = "score", samples: int = 50) -> torch.Tensor:
         """Eq. 7: e(u, i) = argmax_e of Gamma^(e)(u, i) (``score``) or of its log-softmax
         over the items, estimated from ``samples`` uniform items per user (``likelihood``)."""
+        return self.assignment_scores(interactions, rule, samples).argmax(1)
+
+    @torch.no_grad()
+    def assignment_scores(self, interactions: TrainingInteractions, rule: str = "likelihood",
+                          samples: int = 50) -> torch.Tensor:
+        """(n, E): what eq. 7 takes the argmax of for every interaction and environment,
+        Gamma^(e)(u, i) (``score``) or log p_e(i | u) up to a constant shared by the
+        environments (``likelihood``)."""
         if rule not in PARTITION_ASSIGNS:
             raise ValueError(f"partition_assign: expected one of {PARTITION_ASSIGNS}, got {rule!r}")
         offset = self.log_normalisers(samples) if rule == "likelihood" else None
-        envs = []
-        for users, items in zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK)):
-            scores = self.all_scores(users, items)
-            envs.append((scores if offset is None else scores - offset[users]).argmax(1))
-        return torch.cat(envs)
+        chunks = zip(interactions.users.split(ASSIGN_CHUNK), interactions.items.split(ASSIGN_CHUNK))
+        return torch.cat([self.all_scores(users, items) - (0 if offset is None else offset[users])
+                          for users, items in chunks])
 
     def log_normalisers(self, samples: int) -> torch.Tensor:
         """(n_users, E): log sum_j exp Gamma^(e)(u, j) over ``samples`` uniform items j per

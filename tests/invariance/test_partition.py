@@ -206,6 +206,14 @@ def test_likelihood_separation_ignores_a_model_that_scores_everything_higher(fro
     logp[1][1] = 6 - np.log(10 * np.e ** 4 + 10 * np.e ** 6)
     expected = [int(logp[1][s] > logp[0][s]) for s in item_style]
     assert likely.tolist() == expected and 0 < sum(expected) < len(expected)
+    # what the rule compares: log p_1 - log p_0 of each interaction, up to the sampling error
+    torch.manual_seed(0)
+    table = models.assignment_scores(interactions, "likelihood", samples=4000)
+    gap = [logp[1][s] - logp[0][s] for s in item_style]
+    np.testing.assert_allclose((table[:, 1] - table[:, 0]).numpy(), gap, atol=0.05)
+    raw_table = models.assignment_scores(interactions, "score")
+    np.testing.assert_allclose((raw_table[:, 1] - raw_table[:, 0]).numpy(), [4 - 1 if s == 0 else 6 + 1 for s in item_style],
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)
