@@ -1,6 +1,6 @@
 """Run one of the paper's experiments (Table 3, Fig. 3-6) and write its CSV and PNG.
 
-    python run_experiment.py --experiment={table3,fig3,fig4,fig5,fig6,diagnose} --dataset=D
+    python run_experiment.py --experiment={table3,fig3,fig4,fig5,fig6,diagnose,fair} --dataset=D
         [--out=results/D] [--record=RUN-record.json] [--truth=DIR] [--config_files="a.yaml"] [--key=value ...]
 """
 from recbole_invrl.threads import configure_threads

@@ -133,10 +133,12 @@ PLUGIN_RULES: dict[str, Rule] = {
     "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,
     "partition_models": S("shared", "fresh"), "partition_start": S("score", "random"),
     "partition_assign": S("likelihood", "score"), "partition_samples": COUNT, "partition_epochs": COUNT, "partition_rounds": COUNT,
-    "moved_threshold": F(-1, 1), "partition_l1_weight": WEIGHT, "mask_epochs": COUNT, "mask_lr": POSITIVE,
+    "moved_threshold": F(-1, 1), "partition_l1_weight": WEIGHT, "mask_epochs": COUNT, "mask_travel": POSITIVE,
     "mask_sigma": WEIGHT, "alpha": WEIGHT, "mask_lambda": WEIGHT, "mask_reg": S("l2", "l2_half", "l0"),
     "mask_model_start": S("pretrained", "random"), "penalty_growth": POSITIVE, "mask_type": S("float", "binary"),
-    "final_proj_reg_weight": WEIGHT, "resume": B(), "truth_dir": S(nullable=True),
+    "final_proj_reg_weight": WEIGHT, "final_mask_forms": Rule("names", nullable=True),
+    "final_mask_top": F(0, 1, low_open=True), "final_mask_sharpness": POSITIVE,
+    "resume": B(), "truth_dir": S(nullable=True),
 }
 # RecBole keys the plugin relies on (RecBole's overall.yaml; the ranges its code needs).
 RECBOLE_RULES: dict[str, Rule] = {
@@ -225,10 +227,33 @@ def _check_train_neg_sample_args(value: Any) -> None:
         fail("train_neg_sample_args.sample_num", num, "an integer >= 1")
 
 
+def _check_final_mask_forms(value: Any) -> None:
+    from recbole_invrl.model.mask_forms import MASK_FORMS
+
+    names = [value] if isinstance(value, str) else value
+    if value is not None and (not isinstance(names, list) or not names
+                              or any(n not in MASK_FORMS for n in names) or len(set(names)) < len(names)):
+        fail("final_mask_forms", value, f"a form or a list of distinct forms among {', '.join(MASK_FORMS)}")
+
+
+def _check_mask_lr(value: Any) -> None:
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
+                            or not math.isfinite(value) or value <= 0):
+        fail("mask_lr", value, "auto or a number > 0")
+
+
+def _check_final_mask_cut(value: Any) -> None:
+    if value == "otsu":
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        fail("final_mask_cut", value, "otsu or a number in (0, 1]")
+
+
 KEY_CHECKS: dict[str, Callable[[Any], None]] = {
     "topk": _check_topk, "metrics": _check_metrics, "valid_metric": _check_valid_metric,
     "state": _check_state, "gpu_id": _check_gpu_id, "eval_args": _check_eval_args,
     "train_neg_sample_args": _check_train_neg_sample_args,
+    "mask_lr": _check_mask_lr, "final_mask_forms": _check_final_mask_forms, "final_mask_cut": _check_final_mask_cut,
 }
 # What RecBole's own Config reads while it is built; checked on the given values first.
 EARLY_KEYS = (*KEY_CHECKS, "use_gpu")  # use_gpu: Config sets it to the device it chose

@@ -44,7 +44,7 @@ from recbole_invrl.compat import load_checkpoint, write_json_atomic
 from recbole_invrl.data import create_dataset, data_preparation
 from recbole_invrl.invariance import FrozenBackbone, TrainingInteractions
 from recbole_invrl.invariance.paths import BackboneView, backbone_view, mask_learner_for
-from recbole_invrl.invariance.mask import learn_mask
+from recbole_invrl.invariance.mask import learn_mask, mask_step_size
 from recbole_invrl.invariance.truth import PlantedTruth, purity
 from recbole_invrl.model.general_recommender import InvRL
 
@@ -117,8 +117,10 @@ def _environment_sources(config, frozen: BackboneView, interactions: TrainingInt
         learner = mask_learner_for(frozen, torch.full((frozen.model.content.dim,), 0.5, device=device), num_envs,
                                    config["mask_sigma"], config["mask_type"], config["mask_reg"],
                                    config["mask_model_start"])
+        mask_lr = mask_step_size(config["mask_lr"], config["mask_travel"], envs, num_envs,
+                                 config["train_batch_size"], config["mask_epochs"])
         history = learn_mask(learner, interactions, envs, epochs, config["train_batch_size"], config["learning_rate"],
-                             config["mask_lr"], config["alpha"], config["mask_lambda"])
+                             mask_lr, config["alpha"], config["mask_lambda"])
         scores = truth.mask_scores(learner.mask) if truth else {}
         report[name] = {"num_envs": num_envs, "epochs": epochs, **scores,
                         "penalty_share": float(np.mean([h["penalty_share"] for h in history]))}

@@ -7,7 +7,9 @@
 - ``fig6``: accuracy vs the number of environments |E| (Fig. 6);
 - ``recovery``: how well M3 and M4 recover a test bed's planted truth, over seeds, at the
   dataset's |E| and at |E| = 2;
-- ``diagnose``: what the partition, the penalty and the mask do (``diagnose.py``).
+- ``diagnose``: what the partition, the penalty and the mask do (``diagnose.py``);
+- ``fair``: InvRL against its backbone tuned on validation, with the controls that isolate
+  the mask and the environments (``fair.py``).
 
 ``fig4`` and ``fig5`` read an InvRL run record (``--record``, the ``-record.json`` beside an
 InvRL checkpoint) or make one by running InvRL. Every run goes through
@@ -223,6 +225,12 @@ def _diagnose(exp: Experiment, truth_dir: str | None = None):
     return diagnose(exp, truth_dir)
 
 
+def _fair(exp: Experiment):
+    from recbole_invrl.benchmark.fair import fair
+
+    return fair(exp)
+
+
 EXPERIMENTS: dict[str, Callable[..., tuple[Path, ...]]] = {
     "table3": mask_ablation,
     "fig3": ndcg_at_k,
@@ -231,4 +239,5 @@ EXPERIMENTS: dict[str, Callable[..., tuple[Path, ...]]] = {
     "fig6": num_envs,
     "recovery": recovery,
     "diagnose": _diagnose,
+    "fair": _fair,
 }

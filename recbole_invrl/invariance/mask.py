@@ -225,6 +225,18 @@ def learn_mask(
     return history
 
 
+def mask_step_size(mask_lr: float | str, travel: float, envs: torch.Tensor, num_envs: int, batch_size: int,
+                   epochs: int) -> float:
+    """The step size of m: ``mask_lr``, or for ``auto`` the one that lets Adam move m by up to
+    ``travel`` over the iteration's ``epochs`` x (steps per epoch) steps (an Adam step moves a
+    parameter by at most about its step size), so that a shortened schedule, or a smaller
+    data set, still gives m room to move. One host transfer (the largest environment)."""
+    if mask_lr != "auto":
+        return float(mask_lr)
+    steps_per_epoch = -(-int(torch.bincount(envs, minlength=num_envs).max()) // batch_size)
+    return travel / max(1, epochs * steps_per_epoch)
+
+
 def without_anomaly_checks() -> torch.autograd.set_detect_anomaly:
     """Autograd's anomaly mode off for M4's double-backward pass: its NaN check cannot read the
     sparse CSR gradients of the graph backbones' message passing, and RecBole switches the

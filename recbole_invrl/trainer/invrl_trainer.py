@@ -5,7 +5,9 @@
         M3    partition the training interactions into environments (eq. 6-7)
         M4    learn the invariant mask m across the environments (eq. 8-12)
     M5/M6     a fresh backbone model on Phi = m * c, trained and early-stopped by RecBole's
-              fit loop and evaluated by RecBole's evaluator (eq. 13)
+              fit loop and evaluated by RecBole's evaluator (eq. 13); with several forms of
+              Phi (``final_mask_forms``: soft m, a cut of m, ...) one final model per form,
+              the one with the best validation score kept (the test split is never read)
 
 With ``fixed_mask`` (a saved ``-mask.npy``) stages 0-M4 are skipped and the final model
 is trained on that mask. Where the dataset's folder (or ``truth_dir``) holds a planted
@@ -47,7 +49,7 @@ from recbole_invrl.compat import (
 )
 from recbole_invrl.distributed import barrier, broadcast_, is_decider
 from recbole_invrl.invariance import TrainingInteractions
-from recbole_invrl.invariance.mask import learn_mask, mask_summary
+from recbole_invrl.invariance.mask import learn_mask, mask_step_size, mask_summary
 from recbole_invrl.invariance.partition import (
     environment_sizes,
     initial_environments,
@@ -56,7 +58,9 @@ from recbole_invrl.invariance.partition import (
 )
 from recbole_invrl.invariance.paths import BackboneView, backbone_view, environment_models_for, mask_learner_for
 from recbole_invrl.invariance.truth import PlantedTruth
+from recbole_invrl.model.common import final_mask
 from recbole_invrl.model.general_recommender.invrl import config_with
+from recbole_invrl.model.mask_forms import MaskForm
 from recbole_invrl.settings import SettingsError
 
 
@@ -80,6 +84,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             "partition": [],
             "mask": [],
             "stage_seconds": {},
+            "final": [],
         }
 
     # ------------------------------------------------------------------ files
@@ -112,11 +117,8 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         else:
             self.truth = self._load_truth(train_data._dataset)
             self._invariance_stages(train_data, valid_data, verbose, show_progress, iterations)
-        self.model.start_final_model()
-        self._seed(2 * iterations + 1, train_data)
-        self._log("final", f"M5/M6: a fresh {type(self.model.final).__name__} on Phi = m * c, RecBole fit loop")
         start = time()
-        result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        result = self.final_stage(train_data, valid_data, verbose, saved, show_progress, callback_fn, iterations)
         self.record["stage_seconds"]["final"] = time() - start
         self._write_mask_and_record()
         return result
@@ -186,15 +188,17 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         """Learn m across the current environments (eq. 8-12)."""
         learner = mask_learner_for(frozen, self.model.mask, self.config["num_envs"], self.config["mask_sigma"],
                                    self.config["mask_type"], self.config["mask_reg"], self.config["mask_model_start"])
+        mask_lr = mask_step_size(self.config["mask_lr"], self.config["mask_travel"], self.envs,
+                                 self.config["num_envs"], self.config["train_batch_size"], self.config["mask_epochs"])
         history = learn_mask(learner, interactions, self.envs, self.config["mask_epochs"],
                              self.config["train_batch_size"], self.config["learning_rate"],
-                             self.config["mask_lr"], alpha, lam,
+                             mask_lr, alpha, lam,
                              self._progress(f"M4 t={t}", show_progress))
         self.model.set_mask(learner.mask)
         summary = mask_summary(self.model.mask, self.model.content_layout)
         scores = self.truth.mask_scores(self.model.mask) if self.truth else {}
         self.record["mask"].append({
-            "iteration": t, "alpha": alpha, "lambda": lam, "epochs": history,
+            "iteration": t, "alpha": alpha, "lambda": lam, "mask_lr": mask_lr, "epochs": history,
             "per_modality": summary, **scores, "mask": self.model.mask.tolist(),
         })
         epochs_before = sum(len(m["epochs"]) for m in self.record["mask"][:-1])
@@ -210,7 +214,80 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
                                                                "penalty_share") if key in last)
         stats = ", ".join(f"{f} mean {s['mean']:.3f} min {s['min']:.3f} max {s['max']:.3f}" for f, s in summary.items())
         truth = "".join(f", {key} {value:.3f}" for key, value in scores.items())
-        self._log(f"mask-{t}", f"alpha {alpha:.3f} lambda {lam:.3f}; last epoch: {terms}; {stats}{truth}")
+        self._log(f"mask-{t}", f"alpha {alpha:.3f} lambda {lam:.3f} mask_lr {mask_lr:.4g}; last epoch: {terms}; {stats}{truth}")
+
+    # ------------------------------------------------------------------ M5/M6
+    def final_stage(self, train_data, valid_data, verbose: bool, saved: bool, show_progress: bool,
+                    callback_fn, iterations: int) -> tuple[float, dict]:
+        """A fresh final model on Phi = gate(m) * c for each form in ``final_mask_forms``, each
+        fit from the same initial weights and seed by RecBole's loop; the form with the best
+        validation score is kept (its weights in the model and in ``saved_model_file``)."""
+        forms = self._distinct_forms()
+        fresh = {key: value.detach().clone() for key, value in self.model.final.state_dict().items()}
+        target_file = self.saved_model_file
+        outcomes = []
+        for form, gate in forms:
+            self.model.final.load_state_dict(fresh)
+            self.model.start_final_model(form)
+            self._restart_fit()
+            if len(forms) > 1:
+                self.saved_model_file = f"{os.path.splitext(target_file)[0]}-{form.name}.pth"
+            self._seed(2 * iterations + 1, train_data)
+            self._log("final", f"M5/M6: a fresh {type(self.model.final).__name__} on Phi = gate * c, "
+                      f"{form.describe(final_mask(self.model.mask, self.model.mask_type))}; RecBole fit loop")
+            score, result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            weights = None if saved else {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            outcomes.append((form, score, result, self.saved_model_file, weights))
+            self.record["final"].append({"form": form.name, "valid_score": float(score),
+                                         "kept_dims": int((gate > 0).sum()), "gate": gate.tolist()})
+        form, score, result, file, weights = self._best_outcome(outcomes)
+        self.saved_model_file = target_file
+        self.record["final_form"] = form.name
+        if len(outcomes) > 1:
+            self._keep_final(file, weights, [o[3] for o in outcomes])
+            self._log("final", "validation " + ", ".join(f"{f.name} {s:.4f}" for f, s, *_ in outcomes)
+                      + f": the {form.name} form kept")
+        self.best_valid_score, self.best_valid_result = score, result
+        return score, result
+
+    def _distinct_forms(self) -> list[tuple[MaskForm, torch.Tensor]]:
+        """(form, gate) of each form in ``final_mask_forms`` whose gate no earlier form gives."""
+        forms = []
+        for name in mask_form_names(self.config):
+            form = MaskForm.from_config(self.config, name)
+            gate = self.model.final_gate(form)
+            if any(torch.equal(gate, other) for _, other in forms):
+                self._log("final", f"the {name} form gives the same Phi as an earlier form; not trained again")
+            else:
+                forms.append((form, gate))
+        return forms
+
+    def _restart_fit(self) -> None:
+        """RecBole's fit state as a new trainer has it, with a fresh optimizer."""
+        self.start_epoch, self.cur_step, self.train_loss_dict = 0, 0, {}
+        self.best_valid_score = -np.inf if self.valid_metric_bigger else np.inf
+        self.best_valid_result = None
+        self.optimizer = self._build_optimizer(params=self.model.final.parameters())
+
+    def _best_outcome(self, outcomes: list) -> tuple:
+        """The outcome with the best validation score (the first of equals)."""
+        sign = 1.0 if self.valid_metric_bigger else -1.0
+        return max(enumerate(outcomes), key=lambda it: (sign * it[1][1], -it[0]))[1]
+
+    def _keep_final(self, file: str, weights: dict | None, candidate_files: list[str]) -> None:
+        """Put the chosen form's final model in place: its best checkpoint becomes
+        ``saved_model_file`` (by rename, atomic), the other forms' checkpoints go, and its
+        weights become the model's."""
+        if weights is not None:
+            self.model.load_state_dict(weights)
+            return
+        if self.decides:
+            os.replace(file, self.saved_model_file)
+            for other in candidate_files:
+                if other != file and os.path.exists(other):
+                    os.remove(other)
+        barrier(self.config)
+        self._load_model_weights(load_checkpoint(self.saved_model_file, self.device))
 
     # ------------------------------------------------------------------ planted truth
     def _load_truth(self, dataset) -> PlantedTruth | None:
@@ -319,7 +396,8 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
 
 # Settings that leave stages 0-M4 as they are: the final model's, outputs, logging, devices.
 NOT_SHAPING_STAGES = frozenset({
-    "epochs", "final_proj_reg_weight", "resume", "fixed_mask", "truth_dir", "metrics", "topk",
+    "epochs", "final_proj_reg_weight", "final_mask_forms", "final_mask_cut", "final_mask_top",
+    "final_mask_sharpness", "resume", "fixed_mask", "truth_dir", "metrics", "topk",
     "valid_metric_bigger", "metric_decimal_place", "loss_decimal_place", "eval_batch_size", "show_progress",
     "state", "verbose", "checkpoint_dir", "log_wandb", "wandb_project", "gpu_id", "use_gpu", "device",
     "local_rank", "offset", "ip", "port", "ddp_timeout", "worker", "feature_cache", "feature_cache_dir",
@@ -332,6 +410,12 @@ def stage_settings(config) -> dict[str, str]:
     """The settings that shape stages 0-M4 (all but ``NOT_SHAPING_STAGES``), as text."""
     return {key: json.dumps(value, sort_keys=True, default=str)
             for key, value in sorted(config.final_config_dict.items()) if key not in NOT_SHAPING_STAGES}
+
+
+def mask_form_names(config) -> list[str]:
+    """``final_mask_forms`` as a list of form names."""
+    names = config["final_mask_forms"] or ["soft"]
+    return [names] if isinstance(names, str) else list(names)
 
 
 def differing_keys(saved: dict[str, str], current: dict[str, str]) -> list[str]:

@@ -5,7 +5,9 @@ as in the paper; any plugin model with ``invariance_parts`` or ``forward_parts``
 ``recbole_invrl.invariance.backbone``) on the same data: ``backbone``, trained on the raw
 content c (stage 0) and then read with frozen id embeddings by the environment (M3) and
 mask (M4) stages, and ``final``, a fresh model on the invariant representation
-Phi = m * c (eq. 4, M5) trained by RecBole's fit loop (M6, eq. 13). ``mask`` is m.
+Phi = m * c (eq. 4, M5) trained by RecBole's fit loop (M6, eq. 13). ``mask`` is m; how Phi
+is formed from it (the paper's soft m, a cut, ...) is a ``MaskForm``
+(``recbole_invrl.model.mask_forms``).
 Training, prediction and full ranking use ``final``. ``InvRLTrainer`` runs Algorithm 1.
 
 Every backbone trains here on the positives of RecBole's dataloader and draws its
@@ -24,6 +26,7 @@ from recbole.utils import InputType
 
 from recbole_invrl.model.abstract_recommender import MultimodalRecommender
 from recbole_invrl.model.common import final_mask
+from recbole_invrl.model.mask_forms import MaskForm
 
 
 def backbone_class_of(config) -> type:
@@ -84,9 +87,14 @@ class InvRL(GeneralRecommender):
         """Store m (after M4)."""
         self.mask.copy_(mask.detach().to(self.mask.device))
 
-    def start_final_model(self) -> None:
-        """M5: the final model sees Phi = m * c (a thresholded m for a binary mask)."""
-        self.final.set_content_mask(final_mask(self.mask, self.mask_type))
+    def final_gate(self, form: MaskForm | None = None) -> torch.Tensor:
+        """The gate of Phi = gate * c: ``form`` (default soft, eq. 4) of m (of m thresholded
+        at 0.5 for a binary mask)."""
+        return (form or MaskForm())(final_mask(self.mask, self.mask_type))
+
+    def start_final_model(self, form: MaskForm | None = None) -> None:
+        """M5: the final model sees Phi = gate * c."""
+        self.final.set_content_mask(self.final_gate(form))
 
     def calculate_loss(self, interaction):
         return self.final.calculate_loss(interaction)

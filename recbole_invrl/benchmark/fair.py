@@ -1,0 +1,179 @@
+"""``fair``: InvRL against its backbone at equal tuning, with the controls that isolate the mask.
+
+    python run_experiment.py --experiment=fair --dataset=D [--out=results/D] [--key=value ...]
+
+1. The backbone (UltraGCN-MM) is tuned on the validation split: every value of
+   ``proj_reg_weight`` in ``BACKBONE_GRID`` (the paper's grid for the L2 on W) is run with the
+   first seed, the value with the best validation score is kept and run with the other
+   seeds. InvRL runs with its defaults (no trial of its own): it gets less tuning than
+   the backbone, never more.
+2. InvRL on every seed, then controls with InvRL's own final settings (its
+   ``final_mask_forms``, ``final_proj_reg_weight`` and schedule), each through
+   ``fixed_mask`` or a setting:
+   - ``full``: the final model on m = 1 (the full content): the gain of the final settings;
+   - ``shuffled``: the learned mask's values on randomly permuted dimensions (same values,
+     same mean, random dims): the gain of a mask of that shape, not of the dims it picks;
+   - ``single_env``: InvRL with one environment (|E| = 1, where the penalty is zero) at
+     the same budget: the gain of a learned gate without environments;
+   - ``oracle`` (with a planted truth): 1 on the invariant dims, 0 on the spurious ones.
+
+Every run is appended to ``fair.jsonl`` as it ends (its test result is kept for the
+report, never read by a choice); ``fair.md`` is the table, written from that file after
+every run, so an interrupted experiment leaves a table of what ran.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from recbole_invrl.compat import atomic_write
+from recbole_invrl.invariance.truth import PlantedTruth
+
+BACKBONE = "UltraGCNMM"
+BACKBONE_KEY = "proj_reg_weight"
+BACKBONE_GRID = (0.01, 0.1, 1.0)
+SEEDS = (2020, 2021, 2022)
+METRIC = "ndcg@10"
+CONTROLS = ("full", "shuffled", "single_env", "oracle")
+
+
+def choose_on_validation(trials: Iterable[dict[str, Any]], bigger: bool = True) -> dict[str, Any]:
+    """The trial with the best ``best_valid_score`` (the first of equals). Only the
+    validation score is read: a trial's test result cannot change the choice."""
+    trials = list(trials)
+    if not trials:
+        raise ValueError("choose_on_validation: no trials")
+    sign = 1.0 if bigger else -1.0
+    return max(enumerate(trials), key=lambda it: (sign * float(it[1]["best_valid_score"]), -it[0]))[1]
+
+
+class FairComparison:
+    """Runs the comparison for one dataset through an ``Experiment`` and keeps its log."""
+
+    def __init__(self, exp, seeds: Sequence[int] = SEEDS, grid: Sequence[float] = BACKBONE_GRID):
+        self.exp, self.seeds, self.grid = exp, tuple(seeds), tuple(grid)
+        self.log_path = exp.out / "fair.jsonl"
+        self.rows: list[dict[str, Any]] = []
+
+    def run(self) -> tuple[Path, Path]:
+        self.log_path.write_text("")
+        chosen = self.tune_backbone()
+        for seed in self.seeds[1:]:
+            self._run("backbone", BACKBONE, seed, {BACKBONE_KEY: chosen})
+        for seed in self.seeds:
+            result = self._run("invrl", "InvRL", seed, {})
+            self.controls(seed, np.load(result["mask_path"]), self._truth(result["record_path"]))
+        return self.log_path, self.write_table()
+
+    def tune_backbone(self) -> float:
+        """``proj_reg_weight`` chosen on the first seed's validation score."""
+        trials = [self._run("backbone_trial", BACKBONE, self.seeds[0], {BACKBONE_KEY: value}) for value in self.grid]
+        best = choose_on_validation(trials)
+        for row in self.rows:
+            if row["role"] == "backbone_trial" and row["overrides"][BACKBONE_KEY] == best["overrides"][BACKBONE_KEY]:
+                row["chosen"] = True
+        return best["overrides"][BACKBONE_KEY]
+
+    def controls(self, seed: int, mask: np.ndarray, truth: PlantedTruth | None) -> None:
+        rng = np.random.default_rng(seed)
+        masks = {"full": np.ones_like(mask), "shuffled": rng.permutation(mask)}
+        if truth is not None and truth.roles is not None:
+            masks["oracle"] = truth.oracle_mask()
+        with tempfile.TemporaryDirectory(prefix="invrl-fair-") as folder:
+            for name, values in masks.items():
+                path = Path(folder) / f"{name}.npy"
+                np.save(path, values.astype(np.float32))
+                self._run(name, "InvRL", seed, {"fixed_mask": str(path)})
+        self._run("single_env", "InvRL", seed, {"num_envs": 1})
+
+    def _truth(self, record_path: str) -> PlantedTruth | None:
+        """The planted truth in the dataset's folder, for the layout and training size of an
+        InvRL run (from its record)."""
+        record = json.loads(Path(record_path).read_text())
+        n_train = sum(record["partition"][0]["env_sizes"]) if record["partition"] else 0
+        folder = self.exp.data_folder
+        return PlantedTruth.load(folder, [tuple(f) for f in record["mask_fields"]], n_train) if folder else None
+
+    def _run(self, role: str, model: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
+        result = self.exp.run(model, seed=seed, **overrides)
+        row = {"role": role, "model": model, "seed": seed,
+               "overrides": {k: v for k, v in overrides.items() if k != "fixed_mask"},
+               "best_valid_score": result["best_valid_score"], "test": result["test_result"],
+               "final_form": _final_form(result)}
+        self.rows.append(row)
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(row) + "\n")
+        self.write_table()
+        return {**result, **row}
+
+    def write_table(self) -> Path:
+        path = self.exp.out / "fair.md"
+        text = fair_table(self.rows, self.exp.dataset)
+        atomic_write(str(path), lambda tmp: Path(tmp).write_text(text), ".md")
+        return path
+
+
+def _final_form(result: dict[str, Any]) -> str | None:
+    record = result.get("record_path")
+    if not record or not Path(record).is_file():
+        return None
+    return json.loads(Path(record).read_text()).get("final_form")
+
+
+def fair_table(rows: list[dict[str, Any]], dataset: str) -> str:
+    """Test N@10 mean ± std over seeds per role, with validation scores and chosen settings."""
+    labels = {
+        "backbone": "UltraGCN-MM, proj_reg_weight chosen on validation",
+        "invrl": "InvRL (defaults)",
+        "full": "control: InvRL's final model on m = 1",
+        "shuffled": "control: learned mask on shuffled dims",
+        "single_env": "control: InvRL with one environment",
+        "oracle": "oracle mask (planted truth)",
+    }
+    chosen = [r for r in rows if r["role"] == "backbone_trial" and r.get("chosen")]
+    groups: dict[str, list[dict]] = {role: [] for role in labels}
+    for row in rows:
+        if row["role"] == "backbone_trial":
+            if row.get("chosen"):
+                groups["backbone"].append(row)
+        else:
+            groups[row["role"]].append(row)
+    lines = [f"# Equal-budget comparison on {dataset}", "",
+             "Test NDCG@10, mean ± sample std over seeds; validation NDCG@10 beside it. "
+             "Written by `python run_experiment.py --experiment=fair --dataset=" + dataset + "`.", "",
+             "| Run | Test N@10 | Valid N@10 | Seeds | Final form (per seed) |", "|---|---|---|---|---|"]
+    for role, label in labels.items():
+        group = groups[role]
+        if not group:
+            continue
+        test = [r["test"][METRIC] for r in group]
+        valid = [r["best_valid_score"] for r in group]
+        forms = ", ".join(str(r["final_form"]) for r in group) if role != "backbone" else ""
+        lines.append(f"| {label} | {_mean_std(test)} | {_mean_std(valid)} | {len(group)} | {forms} |")
+    lines += ["", "Backbone trials (first seed; the chosen one is marked):", "",
+              "| proj_reg_weight | Valid N@10 | Test N@10 |", "|---|---|---|"]
+    for row in rows:
+        if row["role"] == "backbone_trial":
+            mark = " (chosen)" if row.get("chosen") else ""
+            lines.append(f"| {row['overrides'][BACKBONE_KEY]}{mark} | {row['best_valid_score']:.4f} | "
+                         f"{row['test'][METRIC]:.4f} |")
+    if groups["invrl"] and groups["backbone"] and chosen:
+        gain = np.mean([r["test"][METRIC] for r in groups["invrl"]]) / np.mean(
+            [r["test"][METRIC] for r in groups["backbone"]]) - 1
+        lines += ["", f"InvRL over the tuned backbone: {gain:+.1%} (means over the seeds run so far)."]
+    return "\n".join(lines) + "\n"
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def fair(exp) -> tuple[Path, Path]:
+    """The ``fair`` experiment: writes ``fair.jsonl`` and ``fair.md``."""
+    return FairComparison(exp).run()
