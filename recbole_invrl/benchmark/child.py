@@ -156,6 +156,7 @@ def run_one_subprocess(spec: RunSpec, timeout: float | None = None) -> dict[str,
     if result is not None:
         row.update(status="ok", error=None, test_result=result.get("test_result"),
                    best_valid_result=result.get("best_valid_result"),
+                   best_valid_score=result.get("best_valid_score"),
                    wall_seconds=result.get("wall_seconds"),
                    saved_model_file=result.get("saved_model_file"))
     else:

@@ -26,10 +26,11 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from recbole_invrl.benchmark.tuning import choose_on_validation
 from recbole_invrl.compat import atomic_write
 from recbole_invrl.invariance.truth import PlantedTruth
 
@@ -39,16 +40,6 @@ BACKBONE_GRID = (0.01, 0.1, 1.0)
 SEEDS = (2020, 2021, 2022)
 METRIC = "ndcg@10"
 CONTROLS = ("full", "shuffled", "single_env", "oracle")
-
-
-def choose_on_validation(trials: Iterable[dict[str, Any]], bigger: bool = True) -> dict[str, Any]:
-    """The trial with the best ``best_valid_score`` (the first of equals). Only the
-    validation score is read: a trial's test result cannot change the choice."""
-    trials = list(trials)
-    if not trials:
-        raise ValueError("choose_on_validation: no trials")
-    sign = 1.0 if bigger else -1.0
-    return max(enumerate(trials), key=lambda it: (sign * float(it[1]["best_valid_score"]), -it[0]))[1]
 
 
 class FairComparison:

@@ -85,12 +85,18 @@ class Plan:
     timeout: float | None = None
     table_only: bool = False
     config: Any = None  # the first model's Config (data_path, for building ml-100k-mm)
+    tune: int = 0  # trials per model entry, chosen on validation (0: no tuning)
 
     @property
     def settings(self) -> dict[str, Any]:
         """What must agree between the runs that share one table."""
-        return {"dataset": self.dataset, "config_files": list(self.config_files),
-                "overrides": sorted(self.overrides)}
+        settings = {"dataset": self.dataset, "config_files": list(self.config_files),
+                    "overrides": sorted(self.overrides)}
+        return {**settings, "tune": self.tune} if self.tune else settings
+
+    @property
+    def valid_bigger(self) -> bool:
+        return bool(self.config["valid_metric_bigger"]) if self.config is not None else True
 
     def spec(self, model: str, seed: int) -> RunSpec:
         return RunSpec(model, seed, self.dataset, self.out_dir, tuple(self.config_files),
@@ -120,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds after which a run is killed and recorded as crashed")
     parser.add_argument("--table_only", action="store_true",
                         help="only rewrite table.md/table.csv from runs.jsonl")
+    parser.add_argument("--tune", type=int, default=0, metavar="N",
+                        help="give every model N trials over hyper/<Model>.hyper on the first seed, "
+                             "keep the best on validation and run it on every seed (0: no tuning)")
     return parser
 
 
@@ -222,6 +231,22 @@ def check_metrics(config, metrics: Sequence[Metric], model: str) -> None:
                 "--metrics here chooses the table's columns")
 
 
+def check_search_space(model: str, config, overrides: Sequence[str]) -> None:
+    """A model's ``hyper/<Model>.hyper`` must parse and name only keys of its config that the
+    command line does not fix."""
+    from recbole_invrl.benchmark.tuning import space_file
+    from recbole_invrl.search_space import HyperError, check_param_names, load_search_space
+
+    path = space_file(model)
+    if path is None:
+        return
+    try:
+        check_param_names(load_search_space(path), list(config.final_config_dict),
+                          [override_key(arg) for arg in overrides], path, model)
+    except HyperError as err:
+        raise BenchmarkError(f"--tune: {err}") from None
+
+
 def prepare(args: argparse.Namespace, overrides: list[str]) -> Plan:
     """Validate everything a run needs before any run starts; ``BenchmarkError`` if not."""
     dataset = args.dataset.strip()
@@ -242,6 +267,8 @@ def prepare(args: argparse.Namespace, overrides: list[str]) -> Plan:
         raise BenchmarkError("--seeds: no seed given")
     if args.timeout is not None and args.timeout <= 0:
         raise BenchmarkError("--timeout must be positive")
+    if args.tune < 0:
+        raise BenchmarkError(f"--tune: expected a number of trials >= 0, got {args.tune}")
     config_files = args.config_files.split() if args.config_files else []
     if args.data_path:
         overrides = [*overrides, f"--data_path={Path(args.data_path).resolve()}"]
@@ -251,7 +278,7 @@ def prepare(args: argparse.Namespace, overrides: list[str]) -> Plan:
     models = [canonical_model_entry(m, overrides) for m in _split_list(args.models)]
     models = list(dict.fromkeys(models))
     plan = Plan(dataset, models, seeds, out_dir, config_files, overrides, metrics,
-                args.timeout, args.table_only)
+                args.timeout, args.table_only, tune=args.tune)
     if args.table_only:
         return plan
     if not models:
@@ -290,6 +317,8 @@ def prepare(args: argparse.Namespace, overrides: list[str]) -> Plan:
             "ml-100k-mm; pass --data_path=DIR with DIR/<dataset>/ holding the atomic files")
     for model, config in configs.items():
         check_metrics(config, metrics, model)
+        if plan.tune:
+            check_search_space(model, config, overrides)
     from recbole_invrl.data import MissingDatasetError, ml100k_mm
     from recbole_invrl.data.utils import ensure_dataset_files
 

@@ -43,6 +43,7 @@ from typing import Any, Callable, Sequence
 from recbole_invrl.benchmark.child import EXIT_INTERRUPTED, one_main, run_one_subprocess
 from recbole_invrl.benchmark.plan import DEFAULT_MODELS, BenchmarkError, Plan, RunFn, parse_command_line, prepare
 from recbole_invrl.benchmark.table import Metric, latest_rows, write_table
+from recbole_invrl.benchmark.tuning import entry_trials, tuned_choices
 
 RUNS_FILE = "runs.jsonl"
 EXIT_CRASHED, EXIT_USAGE = 1, 2
@@ -116,8 +117,12 @@ def execute(plan: Plan, run_fn: RunFn | None = None, log: Callable[[str], None] 
             f"(e.g. {foreign[0].get('settings')}, now {plan.settings}); use another --out or "
             "remove that file")
     def table() -> Path:
-        order = table_order([*plan.models, *(r["model"] for r in rows)])
-        md, _ = write_table(rows, plan.out_dir, plan.metrics, f"Benchmark on {plan.dataset}", order)
+        tuned = tuned_choices(rows, plan.models, plan.seeds[0], plan.valid_bigger) if plan.tune else {}
+        shown = [r for r in rows if r.get("tuning_of") is None or r["model"] in tuned]
+        order = table_order([*(m for m in plan.models if not plan.tune), *(r["model"] for r in shown)])
+        title = f"Benchmark on {plan.dataset}" + (f", every model tuned on validation ({plan.tune} trials)"
+                                                   if plan.tune else "")
+        md, _ = write_table(shown, plan.out_dir, plan.metrics, title, order, tuned)
         return md
 
     if plan.table_only:
@@ -136,30 +141,50 @@ def execute(plan: Plan, run_fn: RunFn | None = None, log: Callable[[str], None] 
 
         ensure_dataset_files(plan.config)  # build it once, before the runs
     plan.out_dir.mkdir(parents=True, exist_ok=True)
-    index = 0
-    for model in plan.models:
-        for seed in plan.seeds:
-            index += 1
-            prefix = f"[{index}/{total}] {model} seed={seed}"
-            if (model, seed) in done:
-                log(f"{prefix}: finished before, skipped")
-                continue
-            log(f"{prefix}: running")
-            row = dict(run_fn(plan.spec(model, seed), plan.timeout))
-            row.update(model=model, seed=seed, dataset=plan.dataset, settings=plan.settings,
-                       finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-            store.append(row)
-            rows.append(row)
-            if row.get("status") == "ok":
-                log(f"{prefix}: ok in {row.get('wall_seconds') or 0:.1f} s "
-                    f"({_metric_summary(row, plan.metrics)})")
-            else:
-                log(f"{prefix}: CRASHED: {row.get('error')}")
-            table()
+
+    def run(entry: str, seed: int, prefix: str, tuning_of: str | None = None) -> None:
+        if (entry, seed) in done:
+            log(f"{prefix}: finished before, skipped")
+            return
+        log(f"{prefix}: running")
+        row = dict(run_fn(plan.spec(entry, seed), plan.timeout))
+        row.update(model=entry, seed=seed, dataset=plan.dataset, settings=plan.settings,
+                   finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if tuning_of is not None:
+            row["tuning_of"] = tuning_of
+        store.append(row)
+        rows.append(row)
+        if row.get("status") == "ok":
+            log(f"{prefix}: ok in {row.get('wall_seconds') or 0:.1f} s "
+                f"(valid {row.get('best_valid_score')}; {_metric_summary(row, plan.metrics)})")
+        else:
+            log(f"{prefix}: CRASHED: {row.get('error')}")
+        table()
+
+    ran: list[tuple[str, int]] = []
+    for number, model in enumerate(plan.models, 1):
+        if not plan.tune:
+            for seed in plan.seeds:
+                ran.append((model, seed))
+                run(model, seed, f"[{len(ran)}/{total}] {model} seed={seed}")
+            continue
+        trials = entry_trials(model, plan.tune, plan.seeds[0])
+        for trial_number, trial in enumerate(trials, 1):
+            ran.append((trial, plan.seeds[0]))
+            run(trial, plan.seeds[0], f"[model {number}/{len(plan.models)}, trial {trial_number}/{len(trials)}] "
+                f"{trial} seed={plan.seeds[0]}", tuning_of=model)
+        chosen = [e for e, (source, _) in tuned_choices(rows, [model], plan.seeds[0], plan.valid_bigger).items()]
+        if not chosen:
+            log(f"[model {number}/{len(plan.models)}] {model}: every trial crashed; nothing to choose")
+            continue
+        log(f"[model {number}/{len(plan.models)}] {model}: chosen on validation: {chosen[0]}")
+        for seed in plan.seeds[1:]:
+            ran.append((chosen[0], seed))
+            run(chosen[0], seed, f"[model {number}/{len(plan.models)}] {chosen[0]} seed={seed}", tuning_of=model)
     md = table()
     log(f"wrote {md} and {md.with_suffix('.csv')}")
-    return _exit_code([r for key, r in latest_rows(rows).items()
-                       if key[0] in plan.models and key[1] in plan.seeds])
+    latest = latest_rows(rows)
+    return _exit_code([latest[key] for key in ran if key in latest])
 
 
 def _exit_code(rows: Sequence[dict[str, Any]]) -> int:

@@ -90,6 +90,8 @@ class ModelSummary:
     mean: dict[str, float | None] = field(default_factory=dict)
     std: dict[str, float | None] = field(default_factory=dict)
     seconds: float | None = None  # mean wall seconds of the finished runs
+    tuned_from: str | None = None  # the entry this one was chosen for (run_benchmark.py --tune)
+    tuning: str = ""  # how it was chosen, for the Note column
 
     @property
     def name(self) -> str:
@@ -104,18 +106,20 @@ class ModelSummary:
         for error, seeds in by_error.items():
             label = "seed" if len(seeds) == 1 else "seeds"
             parts.append(f"crashed ({label} {', '.join(map(str, seeds))}): {error}")
-        return "; ".join(parts)
+        return "; ".join([self.tuning, *parts] if self.tuning else parts)
 
 
 def summarize(
     rows: Iterable[dict[str, Any]],
     metrics: Sequence[Metric] = DEFAULT_METRICS,
     model_order: Sequence[str] | None = None,
+    tuned: dict[str, tuple[str, str]] | None = None,
 ) -> list[ModelSummary]:
     """Aggregate run records per model: mean and sample std of every metric over finished
     seeds, mean wall seconds, and the errors of crashed seeds.
 
-    Models come in ``model_order`` first, then in order of first appearance."""
+    Models come in ``model_order`` first, then in order of first appearance. ``tuned`` maps
+    an entry chosen by tuning to (the entry it was chosen for, how it was chosen)."""
     summaries: dict[str, ModelSummary] = {}
     for model in model_order or ():
         summaries.setdefault(model, ModelSummary(model))
@@ -140,6 +144,9 @@ def summarize(
             summary.std[key] = statistics.stdev(xs) if len(xs) > 1 else None
         xs = seconds.get(model, [])
         summary.seconds = statistics.fmean(xs) if xs else None
+    for model, (source, how) in (tuned or {}).items():
+        if model in summaries:
+            summaries[model].tuned_from, summaries[model].tuning = source, how
     # A model named in model_order that has no record at all is left out.
     return [s for s in summaries.values() if s.seeds_ok or s.crashed]
 
@@ -148,7 +155,7 @@ def improvement(summaries: Sequence[ModelSummary], metrics: Sequence[Metric] = D
                 ) -> dict[str, float | None] | None:
     """``100 * (InvRL - UltraGCN-MM) / UltraGCN-MM`` per metric, on the means; ``None`` when
     either model is missing (a metric is ``None`` where a mean is missing or the base is 0)."""
-    by_model = {s.model: s for s in summaries}
+    by_model = {s.tuned_from or s.model: s for s in summaries}
     improved, base = by_model.get(IMPROVED_MODEL), by_model.get(BASE_MODEL)
     if improved is None or base is None or not improved.seeds_ok or not base.seeds_ok:
         return None
@@ -251,11 +258,12 @@ def write_table(
     metrics: Sequence[Metric] = DEFAULT_METRICS,
     title: str | None = None,
     model_order: Sequence[str] | None = None,
+    tuned: dict[str, tuple[str, str]] | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/table.md`` and ``<out_dir>/table.csv`` atomically; return their paths."""
     from recbole_invrl.compat import write_text_atomic
 
-    summaries = summarize(list(rows), metrics, model_order)
+    summaries = summarize(list(rows), metrics, model_order, tuned)
     out_dir = Path(out_dir)
     md_path, csv_path = out_dir / "table.md", out_dir / "table.csv"
     for path, text in ((md_path, render_markdown(summaries, metrics, title)),

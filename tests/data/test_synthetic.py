@@ -201,3 +201,41 @@ def test_cli(tmp_path, capsys):
     assert (tmp_path / "kw" / "kw.item").is_file() and (tmp_path / "kw" / "truth.json").is_file()
     assert synthetic.main(["--preset", "kwai", "--scale", "2", "--out", str(tmp_path)]) == 2
     assert "error: --scale must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_user_environments_give_every_user_one_environment_in_its_share():
+    structure = synthetic.STRUCTURES["user-env"]
+    world = synthetic._sample_world(np.random.default_rng(1), 400, 800, 12000, structure)
+    users, items = world.splits["train"]
+    envs_per_user = pd.Series(world.train_env).groupby(users).nunique()
+    assert (envs_per_user == 1).all()  # all of a user's training interactions in one environment
+    user_env = pd.Series(world.train_env).groupby(users).first()
+    assert 0.72 < (user_env == 0).mean() < 0.88  # 80 % of users boosted
+    style = (world.A[users] * world.S[items]).sum(1)  # rank one: a product of two scalars
+    assert world.A.shape[1] == world.S.shape[1] == 1
+    assert style[world.train_env == 0].mean() > 1.0 and abs(style[world.train_env == 1].mean()) < 0.2
+    for split in ("valid", "test"):
+        split_users, split_items = world.splits[split]
+        assert abs((world.A[split_users] * world.S[split_items]).sum(1).mean()) < 0.2
+
+
+@pytest.mark.parametrize("name, spurious", [("one-modality", {"v_feat": 32, "a_feat": 0, "t_feat": 0}),
+                                            ("weak-boost", {"v_feat": 16, "a_feat": 16, "t_feat": 0})])
+def test_structures_plant_style_in_the_modalities_they_name(tmp_path, name, spurious):
+    folder = synthetic.generate("dense3", 0.1, tmp_path, seed=2, structure=name)
+    assert folder.name == f"planted-{name}"
+    truth = json.loads((folder / "truth.json").read_text())
+    assert truth["generator"]["structure"] == name
+    for field, count in spurious.items():
+        dims = truth["modalities"][field]
+        assert len(dims["spurious_dims"]) == count and len(dims["invariant_dims"]) == 64 - count
+        assert sorted(dims["spurious_dims"] + dims["invariant_dims"]) == list(range(64))
+    environments = truth["generator"]["environments"]
+    assert [e["style_weight"] for e in environments] == [w for _, _, w in synthetic.STRUCTURES[name].environments]
+
+
+def test_a_structure_needs_the_modalities_it_names():
+    with pytest.raises(synthetic.ConversionError, match="plants style in a_feat.*preset 'kwai' lacks"):
+        synthetic.generate("kwai", SCALE, "/nonexistent", structure="weak-boost")
+    with pytest.raises(synthetic.ConversionError, match="unknown structure 'nope'"):
+        synthetic.generate("kwai", SCALE, "/nonexistent", structure="nope")

@@ -1,9 +1,11 @@
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
+from recbole_invrl.model.mask_forms import MaskForm
 from recbole_invrl.quick_start import run_recbole_invrl
 from recbole_invrl.trainer import InvRLTrainer
 from recbole_invrl.utils import get_trainer
@@ -23,6 +25,15 @@ def clusters(tmp_path, clusters_dataset):
 def run(data_path, **overrides):
     return run_recbole_invrl("InvRL", "clusters", config_dict={
         "data_path": str(data_path), **SCHEDULE, **overrides})
+
+
+def assert_final_gate(state_dict, result):
+    """The final model's checkpoint holds the gate of the form the run kept, made from its m."""
+    record = json.loads(open(result["record_path"]).read())
+    mask = torch.from_numpy(np.load(result["mask_path"]))
+    expected = MaskForm(record["final_form"])(mask)
+    torch.testing.assert_close(state_dict["final.content.content_mask"], expected)
+    assert record["final_form"] in {entry["form"] for entry in record["final"]}
 
 
 def test_get_trainer_picks_the_invrl_trainer():
@@ -45,8 +56,7 @@ def test_run_writes_mask_record_and_result_fields(clusters):
     assert "ndcg@10" in result["test_result"] and "ndcg@10" in result["best_valid_result"]
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)
     np.testing.assert_allclose(checkpoint["state_dict"]["mask"].numpy(), mask)
-    torch.testing.assert_close(checkpoint["state_dict"]["final.content.content_mask"],
-                               torch.from_numpy(mask))
+    assert_final_gate(checkpoint["state_dict"], result)
 
 
 def test_resume_after_a_kill_between_stages_gives_the_uninterrupted_result(clusters, monkeypatch):
@@ -135,7 +145,7 @@ def test_a_fixed_mask_skips_stages_0_to_m4_and_reaches_the_final_model(clusters,
     monkeypatch.setattr(InvRLTrainer, "partition", lambda *a, **k: pytest.fail("partitioned with a fixed mask"))
     result = run(clusters, fixed_mask=str(tmp_path / "given.npy"))
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
-    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    assert_final_gate(checkpoint, result)
     np.testing.assert_array_equal(np.load(result["mask_path"]), mask)
 
 
@@ -185,7 +195,7 @@ def test_invrl_over_vbpr_runs_every_stage_and_its_mask_reaches_the_final_model(c
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
     assert "final.visual_projection.weight" in checkpoint and "backbone.content_bias.weight" in checkpoint
     mask = np.load(result["mask_path"])
-    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    assert_final_gate(checkpoint, result)
     assert not np.allclose(mask, 0.5)  # M4 moved it
     record = json.loads(open(result["record_path"]).read())
     assert len(record["partition"]) == 4 and all(sum(p["env_sizes"]) > 0 for p in record["partition"])
@@ -204,7 +214,7 @@ def test_invrl_over_duif_trains_the_final_duif_on_the_mask(clusters):
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
     assert "final.projection.weight" in checkpoint and "final.user_embedding.weight" in checkpoint
     mask = np.load(result["mask_path"])
-    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    assert_final_gate(checkpoint, result)
     assert not np.allclose(mask, 0.5)
     assert DUIF.content_reg_key == "proj_reg_weight"
 
@@ -224,7 +234,7 @@ def test_invrl_over_a_graph_model_takes_the_forward_path_and_its_mask_reaches_th
     checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
     assert f"final.{weight}" in checkpoint and f"backbone.{weight}" in checkpoint
     mask = np.load(result["mask_path"])
-    np.testing.assert_array_equal(checkpoint["final.content.content_mask"].numpy(), mask)
+    assert_final_gate(checkpoint, result)
     assert not np.allclose(mask, 0.5)
     record = json.loads(open(result["record_path"]).read())
     assert len(record["partition"]) >= 2 and all(sum(p["env_sizes"]) > 0 for p in record["partition"])
@@ -315,3 +325,42 @@ def test_the_summary_names_files_that_exist_and_log_and_checkpoint_share_a_stem(
     assert stem(outputs["log"]) == stem(outputs["checkpoint"])
     summary = format_summary(result)
     assert all(path in summary for path in outputs.values()) and "ndcg" in summary.lower()
+
+
+def test_each_form_gets_a_fresh_final_model_and_the_best_on_validation_is_kept(clusters, monkeypatch):
+    from recbole.trainer import Trainer
+
+    starts = []
+    real_fit = Trainer.fit
+
+    def fit(self, *args, **kwargs):
+        if isinstance(self, InvRLTrainer):
+            starts.append({k: v.clone() for k, v in self.model.final.state_dict().items()})
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "fit", fit)
+    result = run(clusters, final_mask_forms=["soft", "cut", "top"], final_mask_top=0.25)
+    record = json.loads(open(result["record_path"]).read())
+    assert [entry["form"] for entry in record["final"]] == ["soft", "cut", "top"]
+    scores = [entry["valid_score"] for entry in record["final"]]
+    best = record["final"][int(np.argmax(scores))]
+    assert record["final_form"] == best["form"] and result["best_valid_score"] == pytest.approx(max(scores))
+    kept = {entry["form"]: entry["kept_dims"] for entry in record["final"]}
+    assert kept["soft"] == 133 and kept["top"] == 34  # ceil(0.25 x 133)
+    checkpoint = torch.load(result["saved_model_file"], weights_only=True)["state_dict"]
+    assert_final_gate(checkpoint, result)
+    stem = result["saved_model_file"][: -len(".pth")]
+    assert not any(os.path.exists(f"{stem}-{form}.pth") for form in ("soft", "cut", "top"))
+    assert len(starts) == 3  # every final model starts from the same weights, but for its gate
+    for start in starts[1:]:
+        for key, value in start.items():
+            if key != "content.content_mask":
+                torch.testing.assert_close(value, starts[0][key])
+
+
+def test_forms_that_give_the_same_gate_train_one_final_model(clusters, tmp_path):
+    np.save(tmp_path / "ones.npy", np.ones(133, dtype=np.float32))
+    result = run(clusters, fixed_mask=str(tmp_path / "ones.npy"), final_mask_forms=["soft", "cut"])
+    record = json.loads(open(result["record_path"]).read())
+    assert [entry["form"] for entry in record["final"]] == ["soft"] and record["final_form"] == "soft"
+    assert os.path.isfile(result["saved_model_file"])

@@ -1,0 +1,74 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbole_invrl.benchmark.fair import BACKBONE_GRID, FairComparison
+from recbole_invrl.benchmark.tuning import choose_on_validation
+
+
+def test_the_choice_follows_validation_where_test_disagrees():
+    trials = [{"best_valid_score": 0.30, "test_result": {"ndcg@10": 0.10}, "name": "a"},
+              {"best_valid_score": 0.20, "test_result": {"ndcg@10": 0.90}, "name": "b"},
+              {"best_valid_score": 0.30, "test_result": {"ndcg@10": 0.50}, "name": "c"}]
+    assert choose_on_validation(trials)["name"] == "a"  # first of equals, whatever the test says
+    assert choose_on_validation(trials, bigger=False)["name"] == "b"
+    with pytest.raises(ValueError):
+        choose_on_validation([])
+
+
+class FakeExperiment:
+    """Scores as functions of the settings; the test scores run against the validation ones."""
+
+    def __init__(self, out: Path, test_of):
+        self.dataset, self.out, self.data_folder = "fake", out, None
+        self.test_of, self.calls = test_of, []
+
+    def run(self, model, **overrides):
+        self.calls.append((model, overrides))
+        reg = overrides.get("proj_reg_weight", 0.0)
+        valid = {0.01: 0.10, 0.1: 0.30, 1.0: 0.20}.get(reg, 0.25)
+        result = {"best_valid_score": valid, "test_result": {"ndcg@10": self.test_of(reg, overrides["seed"])}}
+        if model == "InvRL":
+            mask_path, record_path = self.out / "m.npy", self.out / "r.json"
+            np.save(mask_path, np.linspace(0, 1, 6).astype(np.float32))
+            record_path.write_text(json.dumps({"final_form": "cut", "partition": [], "mask_fields": [["v", 6]]}))
+            result.update(mask_path=str(mask_path), record_path=str(record_path))
+        return result
+
+
+@pytest.mark.parametrize("test_of", [lambda reg, seed: reg, lambda reg, seed: 1.0 - reg])
+def test_the_backbone_setting_is_chosen_on_validation_and_test_scores_cannot_move_it(tmp_path, test_of):
+    exp = FakeExperiment(tmp_path, test_of)
+    FairComparison(exp, seeds=(1, 2)).run()
+    backbone = [o for m, o in exp.calls if m == "UltraGCNMM"]
+    assert [o["proj_reg_weight"] for o in backbone] == [*BACKBONE_GRID, 0.1]  # grid on seed 1, then 0.1
+    assert [o["seed"] for o in backbone] == [1, 1, 1, 2]
+    rows = [json.loads(line) for line in (tmp_path / "fair.jsonl").read_text().splitlines()]
+    roles = [r["role"] for r in rows]
+    assert roles.count("invrl") == 2 and roles.count("full") == 2 and roles.count("shuffled") == 2
+    assert roles.count("single_env") == 2 and "oracle" not in roles  # no planted truth here
+    table = (tmp_path / "fair.md").read_text()
+    assert "| 0.1 (chosen) | 0.3000 |" in table
+
+
+def test_controls_use_the_learned_mask_and_invrl_s_own_final_settings(tmp_path):
+    exp = FakeExperiment(tmp_path, lambda reg, seed: 0.1)
+    masks = {}
+    real_run = exp.run
+
+    def run(model, **overrides):
+        if "fixed_mask" in overrides:
+            masks[len(masks)] = np.load(overrides["fixed_mask"])
+        return real_run(model, **overrides)
+
+    exp.run = run
+    FairComparison(exp, seeds=(7,)).run()
+    learned = np.linspace(0, 1, 6).astype(np.float32)
+    np.testing.assert_array_equal(masks[0], np.ones(6))
+    np.testing.assert_array_equal(np.sort(masks[1]), learned)  # the same values on other dims
+    assert not np.array_equal(masks[1], learned)
+    controls = [(m, o) for m, o in exp.calls if m == "InvRL"]
+    # only the mask (or |E|) differs from InvRL's own run: every other setting is the same
+    assert [sorted(set(o) - {"seed"}) for _, o in controls] == [[], ["fixed_mask"], ["fixed_mask"], ["num_envs"]]
