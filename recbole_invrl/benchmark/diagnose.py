@@ -9,8 +9,10 @@ Runs InvRL once with the dataset's settings, then, from the same pretrained back
   planted environments (with a truth), uniformly random ones (``num_envs``) and a single
   environment (where the penalty is zero);
 - the final model (M6) on the learned mask, on the oracle mask (1 on the invariant and
-  unlabelled dimensions, 0 on the spurious ones; with a truth) and on the full content
-  (m = 1), each trained as InvRL's final model is (``fixed_mask``);
+  unlabelled dimensions, 0 on the spurious ones; with a truth), on the full content
+  (m = 1), on the learned mask's values over shuffled dimensions, and on the mask M4 learns
+  from a single environment above, each trained as InvRL's final model is (``fixed_mask``,
+  the same ``final_mask_forms`` and final settings);
 - with two planted environments and planted dimensions, how separable the environments
   are by the pretrained backbone's own score on the spurious dimensions alone,
   <p_u^(c), W (s * c_i)> with s the spurious indicator: its ROC-AUC for environment 0
@@ -61,6 +63,10 @@ def diagnose(exp, truth_dir: str | None = None) -> tuple[Path, Path, Path]:
     record = json.loads(Path(result["record_path"]).read_text())
     config, frozen, interactions = _pretrained_backbone(exp, overrides, result["pretrain_path"])
     truth = PlantedTruth.load(truth_dir or config["data_path"], frozen.model.content_layout, len(interactions))
+    sources, single_mask = _environment_sources(config, frozen, interactions, truth)
+    learned = np.load(result["mask_path"])
+    controls = {"full": np.ones_like(learned), "shuffled": np.random.default_rng(config["seed"]).permutation(learned),
+                "single_env": single_mask}
     report = {
         "dataset": exp.dataset,
         "truth_dir": str(truth.folder) if truth else None,
@@ -69,9 +75,9 @@ def diagnose(exp, truth_dir: str | None = None) -> tuple[Path, Path, Path]:
         "mask": [_iteration_summary(entry) for entry in record["mask"]],
         "mask_epochs": [{"iteration": entry["iteration"], "epoch": epoch, **values}
                         for entry in record["mask"] for epoch, values in enumerate(entry["epochs"], start=1)],
-        "m4_environments": _environment_sources(config, frozen, interactions, truth),
+        "m4_environments": sources,
         "planted_separability": _separability(frozen, interactions, truth),
-        "final_ndcg@10": _final_models(exp, result, truth, overrides, frozen.model.content.dim),
+        "final_ndcg@10": _final_models(exp, result, truth, overrides, controls),
         "test_result": result["test_result"],
         "record_path": result["record_path"],
     }
@@ -100,8 +106,9 @@ def _pretrained_backbone(exp, overrides: dict, pretrain_path: str):
 
 
 def _environment_sources(config, frozen: BackboneView, interactions: TrainingInteractions,
-                         truth: PlantedTruth | None) -> dict[str, dict[str, float]]:
-    """M4 from m = 0.5 on planted, random and single environments at one budget."""
+                         truth: PlantedTruth | None) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """M4 from m = 0.5 on planted, random and single environments at one budget; and the
+    mask learned from the single environment."""
     n, device = len(interactions), interactions.users.device
     sources = {}
     if truth is not None and truth.envs is not None:
@@ -124,7 +131,9 @@ def _environment_sources(config, frozen: BackboneView, interactions: TrainingInt
         scores = truth.mask_scores(learner.mask) if truth else {}
         report[name] = {"num_envs": num_envs, "epochs": epochs, **scores,
                         "penalty_share": float(np.mean([h["penalty_share"] for h in history]))}
-    return report
+        if name == "single":
+            single_mask = learner.mask.detach().cpu().numpy().astype(np.float32)
+    return report, single_mask
 
 
 @torch.no_grad()
@@ -147,10 +156,12 @@ def _separability(frozen: BackboneView, interactions: TrainingInteractions,
     return {"auc": float(roc_auc_score(truth.envs == 0, scores)), "best_threshold_purity": best}
 
 
-def _final_models(exp, result: dict, truth: PlantedTruth | None, overrides: dict, dim: int) -> dict[str, float]:
-    """Test NDCG@10 of the final model on the learned, oracle and full masks."""
+def _final_models(exp, result: dict, truth: PlantedTruth | None, overrides: dict,
+                  controls: dict[str, np.ndarray]) -> dict[str, float]:
+    """Test NDCG@10 of the final model on the learned mask, on each control mask and on the
+    oracle mask."""
     scores = {"learned": result["test_result"][NDCG]}
-    masks = {"full": np.ones(dim, dtype=np.float32)}
+    masks = dict(controls)
     if truth is not None and truth.roles is not None:
         masks["oracle"] = truth.oracle_mask()
     with tempfile.TemporaryDirectory(prefix="invrl-diagnose-") as folder:

@@ -75,7 +75,7 @@ def test_diagnose_reports_figures_computed_independently(bed, tmp_path, monkeypa
     result = run_recbole_invrl("InvRL", "bed", config_dict={"data_path": str(bed), **SCHEDULE,
                                                             "fixed_mask": str(tmp_path / "oracle.npy")})
     assert report["final_ndcg@10"]["oracle"] == pytest.approx(result["test_result"]["ndcg@10"])
-    assert set(report["final_ndcg@10"]) == {"learned", "oracle", "full"}
+    assert set(report["final_ndcg@10"]) == {"learned", "oracle", "full", "shuffled", "single_env"}
     assert report["final_ndcg@10"]["learned"] == pytest.approx(report["test_result"]["ndcg@10"])
 
     # M4 on three sources of environments; one environment has no penalty
@@ -111,7 +111,7 @@ def test_without_a_truth_it_reports_what_needs_none_and_takes_one_from_the_comma
     assert report["truth_dir"] is None
     assert "ari" not in report["partition"][0] and "auc" not in report["mask"][0]
     assert set(report["m4_environments"]) == {"random", "single"}
-    assert set(report["final_ndcg@10"]) == {"learned", "full"}
+    assert set(report["final_ndcg@10"]) == {"learned", "full", "shuffled", "single_env"}
     assert report["planted_separability"] == {}
     assert all("env_sizes" in p for p in report["partition"])
 
@@ -134,7 +134,7 @@ def test_diagnose_over_a_graph_backbone_takes_the_forward_path(bed, tmp_path, mo
     assert set(sources) == {"planted", "random", "single"}
     assert sources["single"]["penalty_share"] < 1e-6 < sources["planted"]["penalty_share"]
     assert report["planted_separability"] == {}  # the graph model's score has no spurious part to read
-    assert set(report["final_ndcg@10"]) == {"learned", "oracle", "full"}
+    assert set(report["final_ndcg@10"]) == {"learned", "oracle", "full", "shuffled", "single_env"}
     assert "ari" in report["partition"][-1] and "auc" in report["mask"][-1]
 
 
