@@ -158,3 +158,44 @@ def test_recovery_scores_every_seed_at_two_numbers_of_environments(bed, tmp_path
     shutil.copytree(bed / "bed", bare / "bed", ignore=shutil.ignore_patterns("truth.json", "train_env.npy", ".cache"))
     with pytest.raises(ValueError, match="recovery: no planted truth for bed"):
         recovery(Experiment("bed", tmp_path / "bare-out", {"data_path": str(bare), **SCHEDULE}), seeds=(2020,))
+
+
+def test_planted_separability_scores_environment_0_as_the_positive_class(tmp_path, atomic_dataset, build):
+    """The pretrained spurious score <p_u^(c), W (s * c_i)> is c_i's third dim (the only
+    spurious dim W reads): environment 0 holds the interactions with the highest values.
+    Reference: the ROC-AUC by counting pairs, and the purity of the best cut, by hand."""
+    from recbole_invrl.benchmark.diagnose import _separability
+    from recbole_invrl.invariance import FrozenBackbone, TrainingInteractions
+    from recbole_invrl.invariance.truth import PlantedTruth
+    from recbole_invrl.model.general_recommender import UltraGCNMM
+
+    n_items = 14  # items 13 and 14 are never clicked
+    spurious = np.linspace(0.1, 2.0, n_items)  # item k's spurious value rises with k
+    features = np.c_[np.ones(n_items), np.ones(n_items), spurious, np.zeros(n_items)]
+    train = [(u, i) for u in range(1, 5) for i in range(3, 13)]
+    atomic_dataset(tmp_path, "sep", train, [(u, 1) for u in range(1, 5)], [(u, 2) for u in range(1, 5)],
+                   dense={"v_feat": features})
+    config, data, train_data, *_ = build("UltraGCNMM", "sep", embedding_size=2, content_size=2, gamma_i=0.0)
+    model = UltraGCNMM(config, train_data._dataset)
+    with torch.no_grad():
+        model.user_embedding.weight.zero_()
+        model.user_embedding.weight[:, 2] = 1.0  # p^(c) = e_1
+        model.projection.weight.zero_()
+        model.projection.weight[0, 2] = 1.0  # reads the spurious dim 2 ...
+        model.projection.weight[0, 0] = 5.0  # ... and an invariant one, which s leaves out
+    interactions = TrainingInteractions.from_dataset(train_data._dataset, torch.device("cpu"))
+    item = data.id2token("item_id", interactions.items.numpy()).astype(int)
+    # environment 0: items 8-12 (high spurious value), except item 8 of user 1; item 3 of user 2 too
+    user = data.id2token("user_id", interactions.users.numpy()).astype(int)
+    envs = np.where(item >= 8, 0, 1)
+    envs[(user == 1) & (item == 8)] = 1
+    envs[(user == 2) & (item == 3)] = 0
+    truth = PlantedTruth(roles=np.array([1, 1, 0, 0]), envs=envs, folder=tmp_path)
+    scores = spurious[item - 1]  # the value before normalisation orders the rows the same way
+    positives, negatives = scores[envs == 0], scores[envs == 1]
+    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
+    result = _separability(FrozenBackbone(model), interactions, truth)
+    assert result["auc"] == pytest.approx(np.mean(pairs))
+    assert 0.85 < result["auc"] < 0.99  # mostly, not perfectly, separable: the sign shows
+    best_cut = max(np.mean((scores >= t) == (envs == 0)) for t in scores)
+    assert result["best_threshold_purity"] == pytest.approx(best_cut, abs=1e-9)

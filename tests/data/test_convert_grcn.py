@@ -438,3 +438,27 @@ def test_cli_end_to_end(tmp_path):
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: missing val_full.npy"), bad.stderr
     assert_no_output(tmp_path / "elsewhere")
+
+
+def test_a_user_seen_only_in_validation_and_test_still_sets_the_item_offset(tmp_path):
+    """Five users (0-4); user 4, the largest id, has no training row. Items are stored as
+    item + 5: counting users from the train split alone (4) would shift every item by one
+    and attach it to the next item's features."""
+    src, n_users = tmp_path / "src", 5
+    src.mkdir()
+    train = [(0, 0), (1, 3), (2, 1), (3, 2), (0, 4)]
+    valid = [[0, 2], [1], [2, 3], [3], [4, 0]]
+    test = [[0, 1], [1, 2], [2], [3, 4], [4, 3]]
+    np.save(src / "train.npy", np.array([(u, i + n_users) for u, i in train], dtype=np.int64))
+    np.save(src / "val_full.npy", obj_array(offset_lists(valid, n_users)))
+    np.save(src / "test_full.npy", obj_array(offset_lists(test, n_users)))
+    v = np.arange(5 * 3, dtype=np.float32).reshape(5, 3)  # item k's row is 3k, 3k + 1, 3k + 2
+    np.save(src / "v_feat.npy", v)
+    folder = tmp_path / "out" / "toy"
+    convert(src, tmp_path / "out")
+    assert read_pairs(folder / "toy.train.inter") == train
+    assert read_pairs(folder / "toy.valid.inter") == flat(valid)
+    assert read_pairs(folder / "toy.test.inter") == flat(test)
+    items = read_atomic(folder / "toy.item")
+    rows = {int(i): [float(x) for x in row.split()] for i, row in zip(items["item_id:token"], items["v_feat:float_seq"])}
+    assert rows == {k: [3.0 * k, 3.0 * k + 1, 3.0 * k + 2] for k in range(5)}

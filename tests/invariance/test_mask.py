@@ -220,3 +220,21 @@ def test_mask_summary_per_modality():
     assert abs(summary["v"]["mean"] - 0.2) < 1e-6 and abs(summary["v"]["max"] - 0.3) < 1e-6
     assert summary["t"]["min"] == 0.0 and summary["t"]["max"] == 1.0
 
+
+
+def test_the_gate_is_m_plus_noise_clipped_to_the_unit_interval():
+    """eq. 8, by hand: mu = min(max(m + sigma * eps, 0), 1) with the same noise; a closed
+    gate (m = 0) is never negative, so it never flips the sign of the content it hides."""
+    from recbole_invrl.invariance.mask import MaskGate
+
+    m = torch.tensor([0.0] * 500 + [1.0] * 500 + [0.5] * 500)
+    gate = MaskGate(m, num_envs=2, sigma=0.3)
+    torch.manual_seed(3)
+    mu = gate.gate().detach().numpy()
+    torch.manual_seed(3)
+    eps = torch.randn(len(m)).numpy()
+    expected = [min(max(float(v) + 0.3 * float(e), 0.0), 1.0) for v, e in zip(m, eps)]
+    np.testing.assert_allclose(mu, expected, rtol=0, atol=1e-7)
+    closed, open_ = mu[:500], mu[500:1000]
+    assert closed.min() == 0.0 and 0.4 < (closed == 0.0).mean() < 0.6  # half the draws fall below 0
+    assert open_.max() == 1.0 and 0.4 < (open_ == 1.0).mean() < 0.6

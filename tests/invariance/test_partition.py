@@ -255,3 +255,41 @@ def test_the_l1_penalty_acts_on_the_invariant_columns_only(frozen_factory, kind)
     torch.testing.assert_close(models.weights[0].grad, expected)
     assert (models.weights[0].grad[:, 2:] == 0).all()
     assert models.weights[1].grad is None or (models.weights[1].grad == 0).all()
+
+
+def test_each_interaction_is_scored_against_its_own_user_s_normaliser(frozen_factory):
+    """Users differ in how strongly content moves their scores (p_u^(c) = (0.5 u, 0)), so
+    their log-softmax normalisers differ; eq. 7's table must subtract each interaction's
+    own user's. Reference: the exact log-probabilities over all items, written out per user."""
+    n_items, n_users = 20, 10
+    style = np.arange(n_items) % 2
+    features = np.c_[np.ones(n_items), np.where(style == 0, 1.0, -1.0), np.zeros(n_items), np.zeros(n_items)]
+    rng = np.random.default_rng(1)
+    pairs = [(u, int(i)) for u in range(1, n_users + 1) for i in rng.choice(np.arange(3, n_items + 1), 6, replace=False)]
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=n_users)
+    strength = np.zeros(n_users + 1)  # by internal user id (0 is padding)
+    for internal in range(1, n_users + 1):
+        strength[internal] = 0.5 * int(data.id2token("user_id", internal))
+    frozen.parts.user_content[:, 0] = torch.tensor(strength, dtype=torch.float32)
+    models = environment_models("shared", frozen, 2, torch.zeros(4), l1_weight=0.0)
+    norm = float(np.linalg.norm(features[0]))
+    with torch.no_grad():
+        models.weights[0].zero_()
+        models.weights[1].zero_()
+        models.weights[0][0, 1] = norm  # environment 0: s = +1 on style A, -1 on B
+        models.weights[1][0, 0] = 2 * norm  # environment 1: s = 2 - 1 on A, 2 + 1 on B
+        models.weights[1][0, 1] = -norm
+    item_style = style[data.id2token("item_id", interactions.items.numpy()).astype(int) - 1]
+    content_score = {0: np.where(style == 0, 1.0, -1.0), 1: np.where(style == 0, 1.0, 3.0)}
+
+    def log_p(env: int, user: int, s: int) -> float:
+        scores = strength[user] * content_score[env]  # over every item
+        own = strength[user] * (1.0 if env == 0 and s == 0 else -1.0 if env == 0 else 1.0 if s == 0 else 3.0)
+        return own - np.log(np.exp(scores).sum())
+
+    users = interactions.users.numpy()
+    expected_gap = [log_p(1, u, s) - log_p(0, u, s) for u, s in zip(users, item_style)]
+    torch.manual_seed(0)
+    table = models.assignment_scores(interactions, "likelihood", samples=4000)
+    np.testing.assert_allclose((table[:, 1] - table[:, 0]).numpy(), expected_gap, atol=0.05)
+    assert np.ptp(expected_gap) > 1.0  # the users' normalisers do differ
