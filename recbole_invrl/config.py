@@ -10,8 +10,10 @@ config_dict < command line.
 """
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -54,6 +56,14 @@ class Config(RecBoleConfig):
                 raise SettingsError(f"--{key}: given twice with different values, {given[key]!r} and {value!r}")
             given[key] = value
         return self._convert_config_dict(given)
+
+    def _convert_config_dict(self, config_dict):
+        """Text values (command line, ``config_dict``) read as literals, never evaluated
+        (RecBole's own conversion calls ``eval``): ``parse_config_text``."""
+        for key, value in config_dict.items():
+            if isinstance(value, str):
+                config_dict[key] = parse_config_text(key, value)
+        return config_dict
 
     def _get_model_and_dataset(self, model, dataset):
         check_external(self.external_config_dict)  # what RecBole's Config acts on while built
@@ -136,6 +146,40 @@ class Config(RecBoleConfig):
         if "data_path" not in self.external_config_dict and self.dataset != "ml-100k":
             self.final_config_dict["data_path"] = str(DEFAULT_DATA_PATH)
         super()._set_default_parameters()
+
+
+LITERAL_TYPES = (str, int, float, bool, list, tuple, dict, type(None))
+# Expression parts that would run something if the text were evaluated (a dotted name such as
+# a file name, "model.pth", is read as text).
+COMPUTING_NODES = (ast.Call, ast.Lambda, ast.NamedExpr, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp,
+                   ast.Await, ast.Yield, ast.YieldFrom)
+
+
+def parse_config_text(key: str, text: str) -> Any:
+    """A setting given as text, as RecBole users write them: a Python literal (``5``, ``1e-3``,
+    ``True``, ``None``, ``[10,20]``, ``{'mode': 'full'}``, ``'x'``), ``true``/``false`` in any
+    case, a list of bare names (``[soft,cut]``: strings), or else the text itself (a name, a
+    path). Nothing is evaluated: text that would call,
+    index or look up something (``__import__('os')...``) is a ``SettingsError``."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = None
+    else:
+        if isinstance(value, LITERAL_TYPES):
+            return value
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return text  # not an expression: a path, a name with dashes, ...
+    if any(isinstance(node, COMPUTING_NODES) for node in ast.walk(tree)):
+        raise SettingsError(f"{key}: expected a literal (a number, True/False, None, a string, a list or a dict), "
+                            f"got {text!r:.80}, which would have to be evaluated")
+    if isinstance(tree.body, ast.List) and all(isinstance(e, (ast.Name, ast.Constant)) for e in tree.body.elts):
+        return [e.id if isinstance(e, ast.Name) else e.value for e in tree.body.elts]  # [soft,cut]: names
+    return text
 
 
 def _base_configs(dataset_yaml: Path) -> list[Path]:

@@ -96,3 +96,57 @@ def test_a_dataset_config_reads_its_base_configs_first(tiny, tmp_path, monkeypat
     (configs / "tiny.yaml").write_text("base_configs: [nowhere]\n")
     with pytest.raises(FileNotFoundError, match=r"tiny.yaml: base_configs names 'nowhere'"):
         Config("InvRL", "tiny", config_dict={"data_path": str(tiny)})
+
+
+@pytest.mark.parametrize("text, value", [
+    ("5", 5), ("1e-3", 0.001), ("-1", -1), ("True", True), ("false", False), ("None", None),
+    ("[10,20]", [10, 20]), ("['NDCG','Recall']", ["NDCG", "Recall"]), ("{'mode': 'full'}", {"mode": "full"}),
+    ("[soft,cut]", ["soft", "cut"]), ("VBPR", "VBPR"), ("/tmp/a b/m.npy", "/tmp/a b/m.npy"), ("ml-100k-mm", "ml-100k-mm"),
+    ("'quoted'", "quoted"), ("", ""), ("nowhere.pth", "nowhere.pth"), ("saved/x.pth", "saved/x.pth"),
+])
+def test_setting_text_is_read_as_a_literal(text, value):
+    from recbole_invrl.config import parse_config_text
+
+    assert parse_config_text("key", text) == value
+
+
+HOSTILE = ["__import__('pathlib').Path('{marker}').touch()",
+           "__import__('os').system('touch {marker}') or None",
+           "[open('{marker}', 'w') for _ in '1']",
+           "(lambda: __import__('os').system('touch {marker}'))()"]
+
+
+@pytest.mark.parametrize("template", HOSTILE)
+def test_configuration_text_never_runs(tiny, tmp_path, monkeypatch, template):
+    from recbole_invrl.settings import SettingsError
+
+    marker = tmp_path / "ran"
+    text = template.format(marker=marker)
+    with pytest.raises(SettingsError, match=r"^epochs: expected a literal .* would have to be evaluated$"):
+        Config("UltraGCNMM", "tiny", config_dict={"data_path": str(tmp_path), "epochs": text})
+    monkeypatch.setattr(sys, "argv", ["run", f"--content_fields={text}"])
+    with pytest.raises(SettingsError, match="^content_fields: expected a literal"):
+        Config("UltraGCNMM", "tiny", config_dict={"data_path": str(tmp_path)})
+    assert not marker.exists()
+
+
+def test_hostile_text_on_the_command_line_and_in_a_search_space_runs_nothing(tiny, tmp_path):
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    marker = tmp_path / "ran"
+    text = HOSTILE[1].format(marker=marker)
+    proc = subprocess.run([sys.executable, str(repo / "run_recbole_invrl.py"), "--model=UltraGCNMM",
+                           "--dataset=tiny", f"--data_path={tmp_path}", f"--epochs={text}"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: epochs: expected a literal (a number, True/False, None, ")
+    assert lines[0].endswith(", which would have to be evaluated")
+    space = tmp_path / "evil.hyper"
+    space.write_text(f'content_fields choice ["{text}"]\n')
+    subprocess.run([sys.executable, str(repo / "run_hyper.py"), "--model=UltraGCNMM", "--dataset=tiny",
+                    f"--data_path={tmp_path}", f"--params_file={space}", "--max_evals=1", "--epochs=1",
+                    f"--output_file={tmp_path / 'out.txt'}"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert not marker.exists() and not (tmp_path / "log").exists()
