@@ -11,6 +11,7 @@ config_dict < command line.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ class Config(RecBoleConfig):
                     "dataset: not given; pass --dataset=NAME, config_dict['dataset'] or a config file key"
                 )
             dataset = self.external_config_dict["dataset"]
+        if not isinstance(dataset, str) or not DATASET_NAME.match(dataset):
+            raise SettingsError(f"dataset: expected a name (letters, digits, '.', '_' and '-', not starting with "
+                                f"'.'; no path separators), got {dataset!r:.80}")
         return model, model_class, dataset
 
     def _load_internal_config_dict(self, model, model_class, dataset):
@@ -148,6 +152,7 @@ class Config(RecBoleConfig):
         super()._set_default_parameters()
 
 
+DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a folder and file stem, never a path
 LITERAL_TYPES = (str, int, float, bool, list, tuple, dict, type(None))
 # Expression parts that would run something if the text were evaluated (a dotted name such as
 # a file name, "model.pth", is read as text).

@@ -145,7 +145,7 @@ RECBOLE_RULES: dict[str, Rule] = {
     "learning_rate": POSITIVE, "epochs": COUNT, "train_batch_size": COUNT, "eval_batch_size": COUNT,
     "stopping_step": COUNT, "eval_step": COUNT, "seed": I(0, 2**32 - 1), "weight_decay": WEIGHT,
     "use_gpu": B(), "reproducibility": B(), "show_progress": B(), "shuffle": B(), "checkpoint_dir": S(),
-    "data_path": S(), "worker": I(0), "metric_decimal_place": I(0), "loss_decimal_place": I(0),
+    "worker": I(0), "metric_decimal_place": I(0), "loss_decimal_place": I(0),
     "learner": S(*LEARNERS), "enable_amp": B(), "enable_scaler": B(), "repeatable": B(),
     "save_dataset": B(), "save_dataloaders": B(), "log_wandb": B(),
     "clip_grad_norm": Rule("dict", nullable=True),
@@ -236,6 +236,13 @@ def _check_final_mask_forms(value: Any) -> None:
         fail("final_mask_forms", value, f"a form or a list of distinct forms among {', '.join(MASK_FORMS)}")
 
 
+def _check_data_path(value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        fail("data_path", value, "a folder path")
+    if Path(value).exists() and not Path(value).is_dir():
+        fail("data_path", value, "a folder, not a file")
+
+
 def _check_mask_lr(value: Any) -> None:
     if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float))
                             or not math.isfinite(value) or value <= 0):
@@ -253,7 +260,8 @@ KEY_CHECKS: dict[str, Callable[[Any], None]] = {
     "topk": _check_topk, "metrics": _check_metrics, "valid_metric": _check_valid_metric,
     "state": _check_state, "gpu_id": _check_gpu_id, "eval_args": _check_eval_args,
     "train_neg_sample_args": _check_train_neg_sample_args,
-    "mask_lr": _check_mask_lr, "final_mask_forms": _check_final_mask_forms, "final_mask_cut": _check_final_mask_cut,
+    "data_path": _check_data_path, "mask_lr": _check_mask_lr, "final_mask_forms": _check_final_mask_forms,
+    "final_mask_cut": _check_final_mask_cut,
 }
 # What RecBole's own Config reads while it is built; checked on the given values first.
 EARLY_KEYS = (*KEY_CHECKS, "use_gpu")  # use_gpu: Config sets it to the device it chose

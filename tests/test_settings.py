@@ -66,7 +66,23 @@ BAD_COMMAND_LINES = [
     (["--nproc=0"], "nproc: expected an integer >= 1, got 0"),
     (["--nproc=two"], "argument --nproc: invalid int value: 'two'"),
     (["--config_files=nowhere.yaml"], "config_files: expected existing yaml files"),
+    (["--dataset=../../../evil"], "dataset: expected a name (letters, digits"),
+    (["--dataset="], "dataset: expected a name (letters, digits"),
+    (["--epochs=__import__('os').getcwd()"], "epochs: expected a literal"),
+    (["--model=InvRL", "--final_mask_forms=[soft,hard]"], "final_mask_forms: expected a form or a list of distinct"),
+    (["--model=InvRL", "--final_mask_cut=2"], "final_mask_cut: expected otsu or a number in (0, 1], got 2"),
+    (["--model=InvRL", "--mask_lr=fast"], "mask_lr: expected auto or a number > 0, got 'fast'"),
 ]
+
+
+@pytest.mark.parametrize("value, message", [("", "expected a folder path"), ("{tmp}/a-file", "expected a folder, not")])
+def test_a_data_path_that_is_no_folder_is_one_line(tmp_path, capsys, value, message):
+    (tmp_path / "a-file").write_text("")
+    before = files_under(tmp_path)
+    assert cli.main(["--dataset=ml-100k-mm", f"--data_path={value.format(tmp=tmp_path)}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: data_path: {message}") and err.count("\n") == 1
+    assert files_under(tmp_path) == before
 
 
 @pytest.mark.parametrize("args, message", BAD_COMMAND_LINES, ids=[" ".join(a) for a, _ in BAD_COMMAND_LINES])

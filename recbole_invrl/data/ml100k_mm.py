@@ -35,6 +35,10 @@ DECADES = np.arange(1920, 2000, 10)
 SEED = 0
 
 
+# What ``build`` writes into ``<out>/ml-100k-mm/`` (and the feature cache a run adds beside them).
+OWN_FILES = frozenset({f"{NAME}.inter", f"{NAME}.item", ".cache"})
+
+
 def build(out: str | Path) -> Path:
     """Write ``<out>/ml-100k-mm/`` (``.inter`` and ``.item``) and return the folder."""
     out = Path(out)

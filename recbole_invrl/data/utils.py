@@ -92,6 +92,18 @@ def expected_atomic_files(config) -> list[Path]:
     return [folder / f"{name}.inter"]
 
 
+def refuse_foreign_files(folder: Path, own: frozenset[str]) -> None:
+    """A build replaces ``folder`` whole: refuse when it holds files the build does not write."""
+    if not folder.is_dir():
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in own)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise MissingDatasetError(
+            f"dataset '{folder.name}': {folder} lacks the built files but holds others ({shown}); the build "
+            "replaces the folder whole, so move them away or pass another --data_path")
+
+
 def ensure_dataset_files(config) -> None:
     """Build a bundled dataset on first use; otherwise fail with what to obtain and run."""
     missing = [f for f in expected_atomic_files(config) if not f.is_file()]
@@ -100,6 +112,7 @@ def ensure_dataset_files(config) -> None:
     from recbole_invrl.data import ml100k_mm
 
     if config["dataset"] == ml100k_mm.NAME:
+        refuse_foreign_files(Path(config["data_path"]), ml100k_mm.OWN_FILES)
         ml100k_mm.build(Path(config["data_path"]).parent)
         return
     hint = config["missing_data_hint"] or (

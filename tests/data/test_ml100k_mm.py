@@ -30,3 +30,23 @@ def test_build_is_deterministic(tmp_path):
     first = ml100k_mm.build(tmp_path / "a") / "ml-100k-mm.item"
     second = ml100k_mm.build(tmp_path / "b") / "ml-100k-mm.item"
     assert first.read_bytes() == second.read_bytes()
+
+
+def test_the_automatic_build_never_deletes_a_file_it_did_not_write(tmp_path):
+    import pytest
+
+    from recbole_invrl.config import Config
+    from recbole_invrl.data import MissingDatasetError
+    from recbole_invrl.data.utils import ensure_dataset_files
+
+    folder = tmp_path / "ml-100k-mm"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "ml-100k-mm.item").write_text("half a build")
+    config = Config("UltraGCNMM", "ml-100k-mm", config_dict={"data_path": str(tmp_path)})
+    with pytest.raises(MissingDatasetError, match=r"holds others \(notes.txt\).*move them away"):
+        ensure_dataset_files(config)
+    assert (folder / "notes.txt").read_text() == "mine"
+    (folder / "notes.txt").unlink()  # only the build's own (partial) files left: rebuilt in place
+    ensure_dataset_files(config)
+    assert sorted(p.name for p in folder.iterdir()) == ["ml-100k-mm.inter", "ml-100k-mm.item"]
