@@ -2,11 +2,11 @@
 
     python run_experiment.py --experiment=fair --dataset=D [--out=results/D] [--key=value ...]
 
-1. The backbone (UltraGCN-MM) is tuned on the validation split: every value of
-   ``proj_reg_weight`` in ``BACKBONE_GRID`` (the paper's grid for the L2 on W) is run with the
-   first seed, the value with the best validation score is kept and run with the other
-   seeds. InvRL runs with its defaults (no trial of its own): it gets less tuning than
-   the backbone, never more.
+1. The backbone (``invrl_backbone``: UltraGCN-MM by default) is tuned on the validation
+   split: every value of its regularisation key in ``BACKBONE_GRIDS`` (UltraGCN-MM: the
+   paper's grid for the L2 on W) is run with the first seed, the value with the best
+   validation score is kept and run with the other seeds. InvRL runs with its defaults (no
+   trial of its own): it gets less tuning than the backbone, never more.
 2. InvRL on every seed, then controls with InvRL's own final settings (its
    ``final_mask_forms``, ``final_proj_reg_weight`` and schedule), each through
    ``fixed_mask`` or a setting:
@@ -17,7 +17,7 @@
      the same budget: the gain of a learned gate without environments;
    - ``oracle`` (with a planted truth): 1 on the invariant dims, 0 on the spurious ones.
 
-Every run is appended to ``fair.jsonl`` as it ends (its test result is kept for the
+Every run is appended to ``fair.jsonl`` (``fair-<backbone>.jsonl`` for another backbone) as it ends (its test result is kept for the
 report, never read by a choice); ``fair.md`` is the table, written from that file after
 every run, so an interrupted experiment leaves a table of what ran.
 """
@@ -34,9 +34,14 @@ from recbole_invrl.benchmark.tuning import choose_on_validation
 from recbole_invrl.compat import atomic_write
 from recbole_invrl.invariance.truth import PlantedTruth
 
-BACKBONE = "UltraGCNMM"
-BACKBONE_KEY = "proj_reg_weight"
-BACKBONE_GRID = (0.01, 0.1, 1.0)
+BACKBONE_GRIDS = {  # backbone -> (its regularisation key, the values tried on validation)
+    "UltraGCNMM": ("proj_reg_weight", (0.01, 0.1, 1.0)),
+    "VBPR": ("reg_weight", (0.00001, 0.0001, 0.001)),
+    "DUIF": ("reg_weight", (0.00001, 0.0001, 0.001)),
+    "MMGCN": ("reg_weight", (0.00001, 0.0001, 0.001)),
+    "GRCN": ("reg_weight", (0.00001, 0.0001, 0.001)),
+}
+BACKBONE_GRID = BACKBONE_GRIDS["UltraGCNMM"][1]
 SEEDS = (2020, 2021, 2022)
 METRIC = "ndcg@10"
 CONTROLS = ("full", "shuffled", "single_env", "oracle")
@@ -45,29 +50,36 @@ CONTROLS = ("full", "shuffled", "single_env", "oracle")
 class FairComparison:
     """Runs the comparison for one dataset through an ``Experiment`` and keeps its log."""
 
-    def __init__(self, exp, seeds: Sequence[int] = SEEDS, grid: Sequence[float] = BACKBONE_GRID):
-        self.exp, self.seeds, self.grid = exp, tuple(seeds), tuple(grid)
-        self.log_path = exp.out / "fair.jsonl"
+    def __init__(self, exp, seeds: Sequence[int] = SEEDS, grid: Sequence[float] | None = None,
+                 backbone: str = "UltraGCNMM"):
+        if backbone not in BACKBONE_GRIDS:
+            raise ValueError(f"invrl_backbone: the fair experiment knows the grids of {', '.join(BACKBONE_GRIDS)}, "
+                             f"not {backbone!r}")
+        self.exp, self.seeds, self.backbone = exp, tuple(seeds), backbone
+        self.key, default_grid = BACKBONE_GRIDS[backbone]
+        self.grid = tuple(grid or default_grid)
+        self.stem = "fair" if backbone == "UltraGCNMM" else f"fair-{backbone}"
+        self.log_path = exp.out / f"{self.stem}.jsonl"
         self.rows: list[dict[str, Any]] = []
 
     def run(self) -> tuple[Path, Path]:
         self.log_path.write_text("")
         chosen = self.tune_backbone()
         for seed in self.seeds[1:]:
-            self._run("backbone", BACKBONE, seed, {BACKBONE_KEY: chosen})
+            self._run("backbone", self.backbone, seed, {self.key: chosen})
         for seed in self.seeds:
             result = self._run("invrl", "InvRL", seed, {})
             self.controls(seed, np.load(result["mask_path"]), self._truth(result["record_path"]))
         return self.log_path, self.write_table()
 
     def tune_backbone(self) -> float:
-        """``proj_reg_weight`` chosen on the first seed's validation score."""
-        trials = [self._run("backbone_trial", BACKBONE, self.seeds[0], {BACKBONE_KEY: value}) for value in self.grid]
+        """The backbone's regularisation chosen on the first seed's validation score."""
+        trials = [self._run("backbone_trial", self.backbone, self.seeds[0], {self.key: value}) for value in self.grid]
         best = choose_on_validation(trials)
         for row in self.rows:
-            if row["role"] == "backbone_trial" and row["overrides"][BACKBONE_KEY] == best["overrides"][BACKBONE_KEY]:
+            if row["role"] == "backbone_trial" and row["overrides"][self.key] == best["overrides"][self.key]:
                 row["chosen"] = True
-        return best["overrides"][BACKBONE_KEY]
+        return best["overrides"][self.key]
 
     def controls(self, seed: int, mask: np.ndarray, truth: PlantedTruth | None) -> None:
         rng = np.random.default_rng(seed)
@@ -79,7 +91,7 @@ class FairComparison:
                 path = Path(folder) / f"{name}.npy"
                 np.save(path, values.astype(np.float32))
                 self._run(name, "InvRL", seed, {"fixed_mask": str(path)})
-        self._run("single_env", "InvRL", seed, {"num_envs": 1})
+        self._run("single_env", "InvRL", seed, {"num_envs": 1})  # M3 then has one environment: no penalty
 
     def _truth(self, record_path: str) -> PlantedTruth | None:
         """The planted truth in the dataset's folder, for the layout and training size of an
@@ -102,8 +114,8 @@ class FairComparison:
         return {**result, **row}
 
     def write_table(self) -> Path:
-        path = self.exp.out / "fair.md"
-        text = fair_table(self.rows, self.exp.dataset)
+        path = self.exp.out / f"{self.stem}.md"
+        text = fair_table(self.rows, self.exp.dataset, self.backbone, self.key)
         atomic_write(str(path), lambda tmp: Path(tmp).write_text(text), ".md")
         return path
 
@@ -115,11 +127,15 @@ def _final_form(result: dict[str, Any]) -> str | None:
     return json.loads(Path(record).read_text()).get("final_form")
 
 
-def fair_table(rows: list[dict[str, Any]], dataset: str) -> str:
+def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraGCNMM",
+               key: str = "proj_reg_weight") -> str:
     """Test N@10 mean ± std over seeds per role, with validation scores and chosen settings."""
+    from recbole_invrl.benchmark.table import display_name
+
+    name = display_name(backbone)
     labels = {
-        "backbone": "UltraGCN-MM, proj_reg_weight chosen on validation",
-        "invrl": "InvRL (defaults)",
+        "backbone": f"{name}, {key} chosen on validation",
+        "invrl": "InvRL (defaults)" if backbone == "UltraGCNMM" else f"InvRL over {name} (defaults)",
         "full": "control: InvRL's final model on m = 1",
         "shuffled": "control: learned mask on shuffled dims",
         "single_env": "control: InvRL with one environment",
@@ -135,7 +151,8 @@ def fair_table(rows: list[dict[str, Any]], dataset: str) -> str:
             groups[row["role"]].append(row)
     lines = [f"# Equal-budget comparison on {dataset}", "",
              "Test NDCG@10, mean ± sample std over seeds; validation NDCG@10 beside it. "
-             "Written by `python run_experiment.py --experiment=fair --dataset=" + dataset + "`.", "",
+             "Written by `python run_experiment.py --experiment=fair --dataset=" + dataset
+             + ("" if backbone == "UltraGCNMM" else f" --invrl_backbone={backbone}") + "`.", "",
              "| Run | Test N@10 | Valid N@10 | Seeds | Final form (per seed) |", "|---|---|---|---|---|"]
     for role, label in labels.items():
         group = groups[role]
@@ -146,16 +163,16 @@ def fair_table(rows: list[dict[str, Any]], dataset: str) -> str:
         forms = ", ".join(str(r["final_form"]) for r in group) if role != "backbone" else ""
         lines.append(f"| {label} | {_mean_std(test)} | {_mean_std(valid)} | {len(group)} | {forms} |")
     lines += ["", "Backbone trials (first seed; the chosen one is marked):", "",
-              "| proj_reg_weight | Valid N@10 | Test N@10 |", "|---|---|---|"]
+              f"| {key} | Valid N@10 | Test N@10 |", "|---|---|---|"]
     for row in rows:
         if row["role"] == "backbone_trial":
             mark = " (chosen)" if row.get("chosen") else ""
-            lines.append(f"| {row['overrides'][BACKBONE_KEY]}{mark} | {row['best_valid_score']:.4f} | "
+            lines.append(f"| {row['overrides'][key]}{mark} | {row['best_valid_score']:.4f} | "
                          f"{row['test'][METRIC]:.4f} |")
     if groups["invrl"] and groups["backbone"] and chosen:
         gain = np.mean([r["test"][METRIC] for r in groups["invrl"]]) / np.mean(
             [r["test"][METRIC] for r in groups["backbone"]]) - 1
-        lines += ["", f"InvRL over the tuned backbone: {gain:+.1%} (means over the seeds run so far)."]
+        lines += ["", f"InvRL over the tuned {name}: {gain:+.1%} (means over the seeds run so far)."]
     return "\n".join(lines) + "\n"
 
 
@@ -166,5 +183,7 @@ def _mean_std(values: list[float]) -> str:
 
 
 def fair(exp) -> tuple[Path, Path]:
-    """The ``fair`` experiment: writes ``fair.jsonl`` and ``fair.md``."""
-    return FairComparison(exp).run()
+    """The ``fair`` experiment over the backbone the run's ``invrl_backbone`` names: writes
+    ``fair.jsonl`` and ``fair.md`` (``fair-<backbone>.*`` for a backbone other than UltraGCN-MM)."""
+    backbone = exp.run_config("InvRL")["invrl_backbone"] or "UltraGCNMM"
+    return FairComparison(exp, backbone=backbone).run()
