@@ -12,6 +12,7 @@ configure_threads()  # before torch starts its OpenMP threads
 
 import argparse
 import os
+import signal
 import sys
 
 from recbole_invrl.data import MissingDatasetError
@@ -19,11 +20,25 @@ from recbole_invrl.compat import write_json_atomic
 from recbole_invrl.quick_start import run
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is, so that it unwinds as Ctrl-C does."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+INTERRUPTED = ("interrupted ({signal}): the stage in progress left no files; an InvRL run's completed stages "
+               "are kept in its state file, and the same command with --resume=True continues from them")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status (2: a setting or the dataset is wrong)."""
+    """The command line; returns the exit status (2: a setting or the dataset is wrong;
+    130 / 143: interrupted by SIGINT / SIGTERM)."""
     from recbole_invrl.settings import SettingsError
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _main(argv)
     except (SettingsError, MissingDatasetError) as err:
@@ -31,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
+    except KeyboardInterrupt:
+        print(INTERRUPTED.format(signal="SIGINT"), file=sys.stderr)
+        return 130
+    except Terminated:
+        print(INTERRUPTED.format(signal="SIGTERM"), file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str]) -> int:

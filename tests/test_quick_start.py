@@ -66,3 +66,23 @@ def test_missing_kwai_names_the_raw_files_and_the_convert_command(tmp_path):
     assert "v_feat.npy" in proc.stderr and "val_full.npy" in proc.stderr
     assert "python -m recbole_invrl.data.convert grcn --src RAW_DIR --name kwai" in proc.stderr
     assert not (tmp_path / "kwai").exists()  # nothing substituted or half-built
+
+
+@pytest.mark.parametrize("signum, code, name", [(15, 143, "SIGTERM"), (2, 130, "SIGINT")])
+def test_a_signal_during_pretraining_ends_in_one_line_and_leaves_no_checkpoint(clusters, tmp_path, signum, code, name):
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "run_recbole_invrl.py"), "--model=InvRL", "--dataset=clusters",
+         f"--data_path={clusters}", "--pretrain_epochs=100000", "--stopping_step=100000", "--show_progress=False"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not list((tmp_path / "saved").glob("*-pretrain.pth")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert list((tmp_path / "saved").glob("*-pretrain.pth")), "pretraining never saved its best epoch"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code
+    assert err.strip().splitlines()[-1].startswith(f"interrupted ({name}): the stage in progress left no files")
+    assert "Traceback" not in err
+    assert not list((tmp_path / "saved").glob("*-pretrain.pth")) and not list((tmp_path / "saved").glob("*.tmp*"))

@@ -221,17 +221,42 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
                     callback_fn, iterations: int) -> tuple[float, dict]:
         """A fresh final model on Phi = gate(m) * c for each form in ``final_mask_forms``, each
         fit from the same initial weights and seed by RecBole's loop; the form with the best
-        validation score is kept (its weights in the model and in ``saved_model_file``)."""
+        validation score is kept (its weights in the model and in ``saved_model_file``). An
+        interrupted stage leaves none of the forms' checkpoints behind."""
         forms = self._distinct_forms()
-        fresh = {key: value.detach().clone() for key, value in self.model.final.state_dict().items()}
         target_file = self.saved_model_file
+        candidates = {form.name: f"{os.path.splitext(target_file)[0]}-{form.name}.pth" if len(forms) > 1
+                      else target_file for form, _ in forms}
+        try:
+            outcomes = self._fit_forms(forms, candidates, train_data, valid_data, verbose, saved, show_progress,
+                                       callback_fn, iterations)
+        except BaseException:
+            for path in candidates.values():
+                if path != target_file and os.path.exists(path):
+                    os.remove(path)
+            raise
+        finally:
+            self.saved_model_file = target_file
+        form, score, result, file, weights = self._best_outcome(outcomes)
+        self.record["final_form"] = form.name
+        if len(outcomes) > 1:
+            self._keep_final(file, weights, list(candidates.values()))
+            self._log("final", "validation " + ", ".join(f"{f.name} {s:.4f}" for f, s, *_ in outcomes)
+                      + f": the {form.name} form kept")
+        self.best_valid_score, self.best_valid_result = score, result
+        return score, result
+
+    def _fit_forms(self, forms: list[tuple[MaskForm, torch.Tensor]], candidates: dict[str, str], train_data,
+                   valid_data, verbose: bool, saved: bool, show_progress: bool, callback_fn,
+                   iterations: int) -> list[tuple]:
+        """M6 once per form: (form, best valid score, its result, checkpoint, weights if not saved)."""
+        fresh = {key: value.detach().clone() for key, value in self.model.final.state_dict().items()}
         outcomes = []
         for form, gate in forms:
             self.model.final.load_state_dict(fresh)
             self.model.start_final_model(form)
             self._restart_fit()
-            if len(forms) > 1:
-                self.saved_model_file = f"{os.path.splitext(target_file)[0]}-{form.name}.pth"
+            self.saved_model_file = candidates[form.name]
             self._seed(2 * iterations + 1, train_data)
             self._log("final", f"M5/M6: a fresh {type(self.model.final).__name__} on Phi = gate * c, "
                       f"{form.describe(final_mask(self.model.mask, self.model.mask_type))}; RecBole fit loop")
@@ -240,15 +265,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             outcomes.append((form, score, result, self.saved_model_file, weights))
             self.record["final"].append({"form": form.name, "valid_score": float(score),
                                          "kept_dims": int((gate > 0).sum()), "gate": gate.tolist()})
-        form, score, result, file, weights = self._best_outcome(outcomes)
-        self.saved_model_file = target_file
-        self.record["final_form"] = form.name
-        if len(outcomes) > 1:
-            self._keep_final(file, weights, [o[3] for o in outcomes])
-            self._log("final", "validation " + ", ".join(f"{f.name} {s:.4f}" for f, s, *_ in outcomes)
-                      + f": the {form.name} form kept")
-        self.best_valid_score, self.best_valid_result = score, result
-        return score, result
+        return outcomes
 
     def _distinct_forms(self) -> list[tuple[MaskForm, torch.Tensor]]:
         """(form, gate) of each form in ``final_mask_forms`` whose gate no earlier form gives."""
