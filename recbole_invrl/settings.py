@@ -136,7 +136,7 @@ PLUGIN_RULES: dict[str, Rule] = {
     "moved_threshold": F(-1, 1), "partition_l1_weight": WEIGHT, "mask_epochs": COUNT, "mask_travel": POSITIVE,
     "mask_sigma": WEIGHT, "alpha": WEIGHT, "mask_lambda": WEIGHT, "mask_reg": S("l2", "l2_half", "l0"),
     "mask_model_start": S("pretrained", "random"), "penalty_growth": POSITIVE, "mask_type": S("float", "binary"),
-    "final_proj_reg_weight": WEIGHT, "final_mask_forms": Rule("names", nullable=True),
+    "final_mask_forms": Rule("names", nullable=True),
     "final_mask_top": F(0, 1, low_open=True), "final_mask_sharpness": POSITIVE,
     "resume": B(), "truth_dir": S(nullable=True),
 }
@@ -249,6 +249,12 @@ def _check_mask_lr(value: Any) -> None:
         fail("mask_lr", value, "auto or a number > 0")
 
 
+def _check_final_proj_reg_weight(value: Any) -> None:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(WEIGHT.accepts(v) for v in values) or len(set(values)) < len(values):
+        fail("final_proj_reg_weight", value, "a number >= 0 or a list of distinct ones (each tried on validation)")
+
+
 def _check_final_mask_cut(value: Any) -> None:
     if value == "otsu":
         return
@@ -261,7 +267,7 @@ KEY_CHECKS: dict[str, Callable[[Any], None]] = {
     "state": _check_state, "gpu_id": _check_gpu_id, "eval_args": _check_eval_args,
     "train_neg_sample_args": _check_train_neg_sample_args,
     "data_path": _check_data_path, "mask_lr": _check_mask_lr, "final_mask_forms": _check_final_mask_forms,
-    "final_mask_cut": _check_final_mask_cut,
+    "final_mask_cut": _check_final_mask_cut, "final_proj_reg_weight": _check_final_proj_reg_weight,
 }
 # What RecBole's own Config reads while it is built; checked on the given values first.
 EARLY_KEYS = (*KEY_CHECKS, "use_gpu")  # use_gpu: Config sets it to the device it chose

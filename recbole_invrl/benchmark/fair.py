@@ -16,8 +16,12 @@
    - ``single_env``: InvRL with one environment (|E| = 1, where the penalty is zero) at
      the same budget: the gain of a learned gate without environments;
    - ``oracle`` (with a planted truth): 1 on the invariant dims, 0 on the spurious ones.
+3. Over UltraGCN-MM, InvRL once more with ``final_proj_reg_weight`` set to the backbone's grid:
+   its final stage tries each value (with each form) and keeps the best on validation, so the
+   key the two models share gets the same grid, chosen on the same split.
 
-Every run is appended to ``fair.jsonl`` (``fair-<backbone>.jsonl`` for another backbone) as it ends (its test result is kept for the
+Every run is appended to ``fair.jsonl`` (``fair-<backbone>.jsonl`` for another backbone) as it ends,
+and the same command run again keeps the runs it finds there and runs only the missing ones (its test result is kept for the
 report, never read by a choice); ``fair.md`` is the table, written from that file after
 every run, so an interrupted experiment leaves a table of what ran.
 """
@@ -61,15 +65,22 @@ class FairComparison:
         self.stem = "fair" if backbone == "UltraGCNMM" else f"fair-{backbone}"
         self.log_path = exp.out / f"{self.stem}.jsonl"
         self.rows: list[dict[str, Any]] = []
+        self.finished: dict[tuple, dict[str, Any]] = {}
 
     def run(self) -> tuple[Path, Path]:
+        if self.log_path.is_file():  # a rerun keeps what finished
+            for line in self.log_path.read_text().splitlines():
+                row = json.loads(line)
+                self.finished[_run_key(row["role"], row["seed"], row["overrides"])] = row
         self.log_path.write_text("")
         chosen = self.tune_backbone()
         for seed in self.seeds[1:]:
             self._run("backbone", self.backbone, seed, {self.key: chosen})
         for seed in self.seeds:
-            result = self._run("invrl", "InvRL", seed, {})
-            self.controls(seed, np.load(result["mask_path"]), self._truth(result["record_path"]))
+            self.controls(seed, self._run("invrl", "InvRL", seed, {}))
+        if self.backbone == "UltraGCNMM":  # the key the two share gets the same grid, chosen in the run
+            for seed in self.seeds:
+                self._run("invrl_final_grid", "InvRL", seed, {"final_proj_reg_weight": list(self.grid)})
         return self.log_path, self.write_table()
 
     def tune_backbone(self) -> float:
@@ -81,16 +92,24 @@ class FairComparison:
                 row["chosen"] = True
         return best["overrides"][self.key]
 
-    def controls(self, seed: int, mask: np.ndarray, truth: PlantedTruth | None) -> None:
-        rng = np.random.default_rng(seed)
-        masks = {"full": np.ones_like(mask), "shuffled": rng.permutation(mask)}
-        if truth is not None and truth.roles is not None:
-            masks["oracle"] = truth.oracle_mask()
-        with tempfile.TemporaryDirectory(prefix="invrl-fair-") as folder:
-            for name, values in masks.items():
-                path = Path(folder) / f"{name}.npy"
-                np.save(path, values.astype(np.float32))
-                self._run(name, "InvRL", seed, {"fixed_mask": str(path)})
+    def controls(self, seed: int, invrl: dict[str, Any]) -> None:
+        """The controls of one seed's InvRL run (``invrl``: its result, with its mask and record)."""
+        roles = ("full", "shuffled", "oracle")
+        if not all(_run_key(role, seed, {}) in self.finished for role in roles):
+            if not Path(invrl.get("mask_path") or "").is_file():  # a kept run whose files are gone
+                self.finished.pop(_run_key("invrl", seed, {}))
+                self.rows = [r for r in self.rows if not (r["role"] == "invrl" and r["seed"] == seed)]
+                invrl = self._run("invrl", "InvRL", seed, {})
+            mask, truth = np.load(invrl["mask_path"]), self._truth(invrl["record_path"])
+            rng = np.random.default_rng(seed)
+            masks = {"full": np.ones_like(mask), "shuffled": rng.permutation(mask)}
+            if truth is not None and truth.roles is not None:
+                masks["oracle"] = truth.oracle_mask()
+            with tempfile.TemporaryDirectory(prefix="invrl-fair-") as folder:
+                for name, values in masks.items():
+                    path = Path(folder) / f"{name}.npy"
+                    np.save(path, values.astype(np.float32))
+                    self._run(name, "InvRL", seed, {"fixed_mask": str(path)})
         self._run("single_env", "InvRL", seed, {"num_envs": 1})  # M3 then has one environment: no penalty
 
     def _truth(self, record_path: str) -> PlantedTruth | None:
@@ -102,16 +121,20 @@ class FairComparison:
         return PlantedTruth.load(folder, [tuple(f) for f in record["mask_fields"]], n_train) if folder else None
 
     def _run(self, role: str, model: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
-        result = self.exp.run(model, seed=seed, **overrides)
-        row = {"role": role, "model": model, "seed": seed,
-               "overrides": {k: v for k, v in overrides.items() if k != "fixed_mask"},
-               "best_valid_score": result["best_valid_score"], "test": result["test_result"],
-               "final_form": _final_form(result)}
+        kept = {k: v for k, v in overrides.items() if k != "fixed_mask"}
+        row = self.finished.get(_run_key(role, seed, kept))
+        if row is None:
+            result = self.exp.run(model, seed=seed, **overrides)
+            row = {"role": role, "model": model, "seed": seed, "overrides": kept,
+                   "best_valid_score": result["best_valid_score"], "test": result["test_result"],
+                   "final_form": _final_form(result), "final_reg": _final_reg(result),
+                   "mask_path": result.get("mask_path"), "record_path": result.get("record_path")}
+            self.finished[_run_key(role, seed, kept)] = row
         self.rows.append(row)
         with open(self.log_path, "a") as log:
             log.write(json.dumps(row) + "\n")
         self.write_table()
-        return {**result, **row}
+        return row
 
     def write_table(self) -> Path:
         path = self.exp.out / f"{self.stem}.md"
@@ -120,11 +143,21 @@ class FairComparison:
         return path
 
 
-def _final_form(result: dict[str, Any]) -> str | None:
+def _run_key(role: str, seed: int, overrides: dict[str, Any]) -> tuple:
+    return role, int(seed), json.dumps(overrides, sort_keys=True)
+
+
+def _record(result: dict[str, Any]) -> dict[str, Any]:
     record = result.get("record_path")
-    if not record or not Path(record).is_file():
-        return None
-    return json.loads(Path(record).read_text()).get("final_form")
+    return json.loads(Path(record).read_text()) if record and Path(record).is_file() else {}
+
+
+def _final_form(result: dict[str, Any]) -> str | None:
+    return _record(result).get("final_form")
+
+
+def _final_reg(result: dict[str, Any]) -> float | None:
+    return _record(result).get("final_proj_reg_weight")
 
 
 def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraGCNMM",
@@ -136,6 +169,7 @@ def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraG
     labels = {
         "backbone": f"{name}, {key} chosen on validation",
         "invrl": "InvRL (defaults)" if backbone == "UltraGCNMM" else f"InvRL over {name} (defaults)",
+        "invrl_final_grid": f"InvRL, final_proj_reg_weight chosen on validation in the run (the {key} grid)",
         "full": "control: InvRL's final model on m = 1",
         "shuffled": "control: learned mask on shuffled dims",
         "single_env": "control: InvRL with one environment",
@@ -160,7 +194,9 @@ def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraG
             continue
         test = [r["test"][METRIC] for r in group]
         valid = [r["best_valid_score"] for r in group]
-        forms = ", ".join(str(r["final_form"]) for r in group) if role != "backbone" else ""
+        forms = ", ".join(str(r["final_form"]) + (f" @ {r['final_reg']:g}" if role == "invrl_final_grid"
+                                                   and r.get("final_reg") is not None else "")
+                          for r in group) if role != "backbone" else ""
         lines.append(f"| {label} | {_mean_std(test)} | {_mean_std(valid)} | {len(group)} | {forms} |")
     lines += ["", "Backbone trials (first seed; the chosen one is marked):", "",
               f"| {key} | Valid N@10 | Test N@10 |", "|---|---|---|"]

@@ -219,14 +219,16 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
     # ------------------------------------------------------------------ M5/M6
     def final_stage(self, train_data, valid_data, verbose: bool, saved: bool, show_progress: bool,
                     callback_fn, iterations: int) -> tuple[float, dict]:
-        """A fresh final model on Phi = gate(m) * c for each form in ``final_mask_forms``, each
-        fit from the same initial weights and seed by RecBole's loop; the form with the best
-        validation score is kept (its weights in the model and in ``saved_model_file``). An
-        interrupted stage leaves none of the forms' checkpoints behind."""
-        forms = self._distinct_forms()
+        """A fresh final model on Phi = gate(m) * c for each form in ``final_mask_forms`` and
+        each value of ``final_proj_reg_weight``, each fit from the same initial weights and
+        seed by RecBole's loop; the candidate with the best validation score is kept (its
+        weights in the model and in ``saved_model_file``). An interrupted stage leaves none of
+        the candidates' checkpoints behind."""
+        distinct = self._distinct_forms()
+        forms = [(form, gate, reg) for reg in self.model.final_regs for form, gate in distinct]
         target_file = self.saved_model_file
-        candidates = {form.name: f"{os.path.splitext(target_file)[0]}-{form.name}.pth" if len(forms) > 1
-                      else target_file for form, _ in forms}
+        candidates = {candidate_name(form, reg): f"{os.path.splitext(target_file)[0]}-{candidate_name(form, reg)}.pth"
+                      if len(forms) > 1 else target_file for form, _, reg in forms}
         try:
             outcomes = self._fit_forms(forms, candidates, train_data, valid_data, verbose, saved, show_progress,
                                        callback_fn, iterations)
@@ -237,33 +239,39 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             raise
         finally:
             self.saved_model_file = target_file
-        form, score, result, file, weights = self._best_outcome(outcomes)
+        (form, reg), score, result, file, weights = self._best_outcome(outcomes)
         self.record["final_form"] = form.name
+        if reg is not None:
+            self.record["final_proj_reg_weight"] = reg
         if len(outcomes) > 1:
             self._keep_final(file, weights, list(candidates.values()))
-            self._log("final", "validation " + ", ".join(f"{f.name} {s:.4f}" for f, s, *_ in outcomes)
-                      + f": the {form.name} form kept")
+            self.model.set_final_reg(reg)
+            self._log("final", "validation " + ", ".join(f"{candidate_name(*c)} {s:.4f}" for c, s, *_ in outcomes)
+                      + f": {candidate_name(form, reg)} kept")
         self.best_valid_score, self.best_valid_result = score, result
         return score, result
 
-    def _fit_forms(self, forms: list[tuple[MaskForm, torch.Tensor]], candidates: dict[str, str], train_data,
-                   valid_data, verbose: bool, saved: bool, show_progress: bool, callback_fn,
+    def _fit_forms(self, forms: list[tuple[MaskForm, torch.Tensor, float | None]], candidates: dict[str, str],
+                   train_data, valid_data, verbose: bool, saved: bool, show_progress: bool, callback_fn,
                    iterations: int) -> list[tuple]:
-        """M6 once per form: (form, best valid score, its result, checkpoint, weights if not saved)."""
+        """M6 once per (form, final L2): ((form, L2), best valid score, its result, checkpoint,
+        weights if not saved)."""
         fresh = {key: value.detach().clone() for key, value in self.model.final.state_dict().items()}
         outcomes = []
-        for form, gate in forms:
+        for form, gate, reg in forms:
             self.model.final.load_state_dict(fresh)
             self.model.start_final_model(form)
+            self.model.set_final_reg(reg)
             self._restart_fit()
-            self.saved_model_file = candidates[form.name]
+            self.saved_model_file = candidates[candidate_name(form, reg)]
             self._seed(2 * iterations + 1, train_data)
             self._log("final", f"M5/M6: a fresh {type(self.model.final).__name__} on Phi = gate * c, "
-                      f"{form.describe(final_mask(self.model.mask, self.model.mask_type))}; RecBole fit loop")
+                      f"{form.describe(final_mask(self.model.mask, self.model.mask_type))}"
+                      + ("" if reg is None else f", final_proj_reg_weight {reg:g}") + "; RecBole fit loop")
             score, result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
             weights = None if saved else {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            outcomes.append((form, score, result, self.saved_model_file, weights))
-            self.record["final"].append({"form": form.name, "valid_score": float(score),
+            outcomes.append(((form, reg), score, result, self.saved_model_file, weights))
+            self.record["final"].append({"form": form.name, "final_proj_reg_weight": reg, "valid_score": float(score),
                                          "kept_dims": int((gate > 0).sum()), "gate": gate.tolist()})
         return outcomes
 
@@ -427,6 +435,11 @@ def stage_settings(config) -> dict[str, str]:
     """The settings that shape stages 0-M4 (all but ``NOT_SHAPING_STAGES``), as text."""
     return {key: json.dumps(value, sort_keys=True, default=str)
             for key, value in sorted(config.final_config_dict.items()) if key not in NOT_SHAPING_STAGES}
+
+
+def candidate_name(form: MaskForm, reg: float | None) -> str:
+    """A final-stage candidate as a file-name part: ``cut`` or ``cut-reg0.01``."""
+    return form.name if reg is None else f"{form.name}-reg{reg:g}"
 
 
 def mask_form_names(config) -> list[str]:

@@ -71,7 +71,9 @@ def test_controls_use_the_learned_mask_and_invrl_s_own_final_settings(tmp_path):
     assert not np.array_equal(masks[1], learned)
     controls = [(m, o) for m, o in exp.calls if m == "InvRL"]
     # only the mask (or |E|) differs from InvRL's own run: every other setting is the same
-    assert [sorted(set(o) - {"seed"}) for _, o in controls] == [[], ["fixed_mask"], ["fixed_mask"], ["num_envs"]]
+    assert [sorted(set(o) - {"seed"}) for _, o in controls] == [[], ["fixed_mask"], ["fixed_mask"], ["num_envs"],
+                                                               ["final_proj_reg_weight"]]
+    assert controls[-1][1]["final_proj_reg_weight"] == list(BACKBONE_GRID)  # the backbone's grid
 
 
 def test_on_a_tiny_planted_bed_invrl_beats_its_final_model_on_the_full_content(tmp_path):
@@ -88,8 +90,22 @@ def test_on_a_tiny_planted_bed_invrl_beats_its_final_model_on_the_full_content(t
     exp = Experiment("bed", tmp_path / "out", config_dict=schedule, data_folder=tmp_path / "bed")
     FairComparison(exp, seeds=(2020,), grid=(0.01,)).run()
     rows = {row["role"]: row for row in map(json.loads, (tmp_path / "out/fair.jsonl").read_text().splitlines())}
-    assert set(rows) == {"backbone_trial", "invrl", "full", "shuffled", "single_env", "oracle"}
+    assert set(rows) == {"backbone_trial", "invrl", "full", "shuffled", "single_env", "oracle", "invrl_final_grid"}
     ndcg = {role: row["test"]["ndcg@10"] for role, row in rows.items()}
     assert ndcg["invrl"] > 1.3 * ndcg["full"] and ndcg["oracle"] > 1.3 * ndcg["full"]
     assert rows["invrl"]["final_form"] == "cut"
 
+
+
+def test_a_rerun_keeps_the_finished_runs_and_runs_only_the_missing_ones(tmp_path):
+    exp = FakeExperiment(tmp_path, lambda reg, seed: 0.1)
+    FairComparison(exp, seeds=(1, 2)).run()
+    first = len(exp.calls)
+    lines = (tmp_path / "fair.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["role"] != "invrl_final_grid"]
+    (tmp_path / "fair.jsonl").write_text("\n".join(kept) + "\n")  # as if that role had not run yet
+    FairComparison(exp, seeds=(1, 2)).run()
+    assert [model for model, _ in exp.calls[first:]] == ["InvRL", "InvRL"]  # the two missing runs only
+    assert sorted(exp.calls[first:], key=str) == sorted(
+        [("InvRL", {"seed": s, "final_proj_reg_weight": list(BACKBONE_GRID)}) for s in (1, 2)], key=str)
+    assert len((tmp_path / "fair.jsonl").read_text().splitlines()) == len(lines)

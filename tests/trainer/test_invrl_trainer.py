@@ -364,3 +364,13 @@ def test_forms_that_give_the_same_gate_train_one_final_model(clusters, tmp_path)
     record = json.loads(open(result["record_path"]).read())
     assert [entry["form"] for entry in record["final"]] == ["soft"] and record["final_form"] == "soft"
     assert os.path.isfile(result["saved_model_file"])
+
+
+def test_a_list_of_final_l2_values_is_tried_and_the_best_on_validation_kept(clusters):
+    result = run(clusters, final_mask_forms="soft", final_proj_reg_weight=[0.01, 10.0])
+    record = json.loads(open(result["record_path"]).read())
+    tried = [(entry["form"], entry["final_proj_reg_weight"]) for entry in record["final"]]
+    assert tried == [("soft", 0.01), ("soft", 10.0)]
+    best = max(record["final"], key=lambda entry: entry["valid_score"])
+    assert record["final_proj_reg_weight"] == best["final_proj_reg_weight"]
+    assert result["best_valid_score"] == pytest.approx(best["valid_score"])

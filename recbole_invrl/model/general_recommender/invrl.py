@@ -48,6 +48,12 @@ def backbone_class_of(config) -> type:
     return model
 
 
+def final_reg_candidates(config) -> list[float]:
+    """``final_proj_reg_weight`` as a list: one value, or the values the final stage tries."""
+    value = config["final_proj_reg_weight"]
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+
+
 def config_with(config, **overrides):
     """A shallow copy of a RecBole Config with some keys replaced."""
     copied = copy.copy(config)
@@ -67,8 +73,9 @@ class InvRL(GeneralRecommender):
         backbone_class = backbone_class_of(config)
         self.backbone = backbone_class(config, dataset)
         final_config = config
+        self.final_regs = final_reg_candidates(config) if backbone_class.content_reg_key else [None]
         if backbone_class.content_reg_key:
-            final_config = config_with(config, **{backbone_class.content_reg_key: config["final_proj_reg_weight"]})
+            final_config = config_with(config, **{backbone_class.content_reg_key: self.final_regs[0]})
         self.final = backbone_class(final_config, dataset, shared=self.backbone)
         self.register_buffer("mask", torch.full((self.backbone.content.dim,), 0.5))
         self.mask_type = config["mask_type"]
@@ -86,6 +93,11 @@ class InvRL(GeneralRecommender):
     def set_mask(self, mask: torch.Tensor) -> None:
         """Store m (after M4)."""
         self.mask.copy_(mask.detach().to(self.mask.device))
+
+    def set_final_reg(self, value: float | None) -> None:
+        """The final model's content L2 (its ``content_reg_key``), one of ``final_regs``."""
+        if value is not None:
+            setattr(self.final, type(self.final).content_reg_key, float(value))
 
     def final_gate(self, form: MaskForm | None = None) -> torch.Tensor:
         """The gate of Phi = gate * c: ``form`` (default soft, eq. 4) of m (of m thresholded
