@@ -223,3 +223,33 @@ def fair(exp) -> tuple[Path, Path]:
     ``fair.jsonl`` and ``fair.md`` (``fair-<backbone>.*`` for a backbone other than UltraGCN-MM)."""
     backbone = exp.run_config("InvRL")["invrl_backbone"] or "UltraGCNMM"
     return FairComparison(exp, backbone=backbone).run()
+
+
+SUMMARY_ROLES = (("backbone", "tuned backbone"), ("invrl", "InvRL"), ("invrl_final_grid", "InvRL, final L2 on valid"),
+                 ("full", "m = 1"), ("shuffled", "shuffled mask"), ("single_env", "one environment"),
+                 ("oracle", "oracle mask"))
+
+
+def fair_summary(paths: Sequence[Path]) -> str:
+    """One row per ``fair*.jsonl``: each role's test N@10 (mean ± std over seeds) and InvRL's
+    change over the tuned backbone, for the README."""
+    lines = ["| data set | " + " | ".join(label for _, label in SUMMARY_ROLES) + " | InvRL vs backbone |",
+             "|---" * (len(SUMMARY_ROLES) + 2) + "|"]
+    for path in paths:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        chosen = choose_on_validation([r for r in rows if r["role"] == "backbone_trial"]) if rows else None
+        by_role: dict[str, list[float]] = {}
+        for row in rows:
+            role = "backbone" if row is chosen else row["role"]
+            by_role.setdefault(role, []).append(row["test"][METRIC])
+        cells = [_mean_std(by_role[role]) if by_role.get(role) else "–" for role, _ in SUMMARY_ROLES]
+        gain = (f"{np.mean(by_role['invrl']) / np.mean(by_role['backbone']) - 1:+.1%}"
+                if by_role.get("invrl") and by_role.get("backbone") else "–")
+        lines.append(f"| {Path(path).parent.name} ({Path(path).stem}) | " + " | ".join(cells) + f" | {gain} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m recbole_invrl.benchmark.fair results/*/fair.jsonl
+    import sys
+
+    print(fair_summary([Path(p) for p in sys.argv[1:]]), end="")

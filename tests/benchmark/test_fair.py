@@ -109,3 +109,14 @@ def test_a_rerun_keeps_the_finished_runs_and_runs_only_the_missing_ones(tmp_path
     assert sorted(exp.calls[first:], key=str) == sorted(
         [("InvRL", {"seed": s, "final_proj_reg_weight": list(BACKBONE_GRID)}) for s in (1, 2)], key=str)
     assert len((tmp_path / "fair.jsonl").read_text().splitlines()) == len(lines)
+
+
+def test_the_summary_row_takes_the_chosen_trial_as_the_backbone_s_first_seed(tmp_path):
+    from recbole_invrl.benchmark.fair import fair_summary
+
+    exp = FakeExperiment(tmp_path, lambda reg, seed: {0.01: 0.5, 0.1: 0.2, 1.0: 0.9}.get(reg, 0.1) + 0.01 * seed)
+    FairComparison(exp, seeds=(1, 2)).run()
+    row = fair_summary([tmp_path / "fair.jsonl"]).splitlines()[2].split(" | ")
+    # backbone: the chosen trial (0.1, valid best; test 0.21) and seed 2 at 0.1 (0.22); InvRL 0.11 and 0.12
+    assert row[1] == "0.2150 ± 0.0071" and row[2] == "0.1150 ± 0.0071"
+    assert row[-1].startswith("-46.5%")
