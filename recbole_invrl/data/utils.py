@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 from logging import getLogger
+import sys
 from pathlib import Path
 
 from recbole.data.utils import create_samplers, get_dataloader
@@ -113,6 +114,7 @@ def ensure_dataset_files(config) -> None:
 
     if config["dataset"] == ml100k_mm.NAME:
         refuse_foreign_files(Path(config["data_path"]), ml100k_mm.OWN_FILES)
+        print(f"building {ml100k_mm.NAME} into {config['data_path']} (first use, about 7 s)", file=sys.stderr)
         ml100k_mm.build(Path(config["data_path"]).parent)
         return
     hint = config["missing_data_hint"] or (
