@@ -128,6 +128,7 @@ class FairComparison:
             row = {"role": role, "model": model, "seed": seed, "overrides": kept,
                    "best_valid_score": result["best_valid_score"], "test": result["test_result"],
                    "final_form": _final_form(result), "final_reg": _final_reg(result),
+                   "mask_auc": _mask_auc(result),
                    "mask_path": result.get("mask_path"), "record_path": result.get("record_path")}
             self.finished[_run_key(role, seed, kept)] = row
         self.rows.append(row)
@@ -158,6 +159,12 @@ def _final_form(result: dict[str, Any]) -> str | None:
 
 def _final_reg(result: dict[str, Any]) -> float | None:
     return _record(result).get("final_proj_reg_weight")
+
+
+def _mask_auc(result: dict[str, Any]) -> float | None:
+    """ROC-AUC of the learned mask against the planted dims (last iteration), if scored."""
+    masks = _record(result).get("mask") or []
+    return masks[-1].get("auc") if masks else None
 
 
 def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraGCNMM",
@@ -212,6 +219,17 @@ def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraG
     return "\n".join(lines) + "\n"
 
 
+def _oracle_share(by_role: dict[str, list[float]]) -> str:
+    """(InvRL - m = 1) / (oracle - m = 1) on the means; '–' where the oracle gains nothing."""
+    if not all(by_role.get(role) for role in ("invrl", "full", "oracle")):
+        return "–"
+    full = np.mean(by_role["full"])
+    oracle_gain = np.mean(by_role["oracle"]) - full
+    if oracle_gain <= 0:
+        return "no oracle gain"
+    return f"{(np.mean(by_role['invrl']) - full) / oracle_gain:.0%}"
+
+
 def _mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
@@ -233,8 +251,9 @@ SUMMARY_ROLES = (("backbone", "tuned backbone"), ("invrl", "InvRL"), ("invrl_fin
 def fair_summary(paths: Sequence[Path]) -> str:
     """One row per ``fair*.jsonl``: each role's test N@10 (mean ± std over seeds) and InvRL's
     change over the tuned backbone, for the README."""
-    lines = ["| data set | " + " | ".join(label for _, label in SUMMARY_ROLES) + " | InvRL vs backbone |",
-             "|---" * (len(SUMMARY_ROLES) + 2) + "|"]
+    lines = ["| data set | " + " | ".join(label for _, label in SUMMARY_ROLES)
+             + " | InvRL vs backbone | mask AUC | InvRL's share of the oracle's gain over m = 1 |",
+             "|---" * (len(SUMMARY_ROLES) + 4) + "|"]
     for path in paths:
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         chosen = choose_on_validation([r for r in rows if r["role"] == "backbone_trial"]) if rows else None
@@ -245,7 +264,10 @@ def fair_summary(paths: Sequence[Path]) -> str:
         cells = [_mean_std(by_role[role]) if by_role.get(role) else "–" for role, _ in SUMMARY_ROLES]
         gain = (f"{np.mean(by_role['invrl']) / np.mean(by_role['backbone']) - 1:+.1%}"
                 if by_role.get("invrl") and by_role.get("backbone") else "–")
-        lines.append(f"| {Path(path).parent.name} ({Path(path).stem}) | " + " | ".join(cells) + f" | {gain} |")
+        aucs = [r["mask_auc"] for r in rows if r["role"] in ("invrl", "invrl_final_grid") and r.get("mask_auc")]
+        auc = f"{min(aucs):.3f}-{max(aucs):.3f}" if aucs else "–"
+        lines.append(f"| {Path(path).parent.name} ({Path(path).stem}) | " + " | ".join(cells)
+                     + f" | {gain} | {auc} | {_oracle_share(by_role)} |")
     return "\n".join(lines) + "\n"
 
 
