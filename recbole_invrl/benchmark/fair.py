@@ -264,7 +264,8 @@ def fair_summary(paths: Sequence[Path]) -> str:
         cells = [_mean_std(by_role[role]) if by_role.get(role) else "–" for role, _ in SUMMARY_ROLES]
         gain = (f"{np.mean(by_role['invrl']) / np.mean(by_role['backbone']) - 1:+.1%}"
                 if by_role.get("invrl") and by_role.get("backbone") else "–")
-        aucs = [r["mask_auc"] for r in rows if r["role"] in ("invrl", "invrl_final_grid") and r.get("mask_auc")]
+        aucs = [auc for r in rows if r["role"] in ("invrl", "invrl_final_grid")
+                for auc in [r.get("mask_auc") or _mask_auc(r)] if auc is not None]
         auc = f"{min(aucs):.3f}-{max(aucs):.3f}" if aucs else "–"
         lines.append(f"| {Path(path).parent.name} ({Path(path).stem}) | " + " | ".join(cells)
                      + f" | {gain} | {auc} | {_oracle_share(by_role)} |")
