@@ -95,7 +95,10 @@ class FairComparison:
     def controls(self, seed: int, invrl: dict[str, Any]) -> None:
         """The controls of one seed's InvRL run (``invrl``: its result, with its mask and record)."""
         roles = ("full", "shuffled", "oracle")
-        if not all(_run_key(role, seed, {}) in self.finished for role in roles):
+        if all(_run_key(role, seed, {}) in self.finished for role in roles):
+            for role in roles:
+                self._keep(self.finished[_run_key(role, seed, {})])
+        else:
             if not Path(invrl.get("mask_path") or "").is_file():  # a kept run whose files are gone
                 self.finished.pop(_run_key("invrl", seed, {}))
                 self.rows = [r for r in self.rows if not (r["role"] == "invrl" and r["seed"] == seed)]
@@ -131,11 +134,15 @@ class FairComparison:
                    "mask_auc": _mask_auc(result),
                    "mask_path": result.get("mask_path"), "record_path": result.get("record_path")}
             self.finished[_run_key(role, seed, kept)] = row
+        self._keep(row)
+        return row
+
+    def _keep(self, row: dict[str, Any]) -> None:
+        """Add a run to the rows, the log and the table."""
         self.rows.append(row)
         with open(self.log_path, "a") as log:
             log.write(json.dumps(row) + "\n")
         self.write_table()
-        return row
 
     def write_table(self) -> Path:
         path = self.exp.out / f"{self.stem}.md"

@@ -120,3 +120,18 @@ def test_the_summary_row_takes_the_chosen_trial_as_the_backbone_s_first_seed(tmp
     # backbone: the chosen trial (0.1, valid best; test 0.21) and seed 2 at 0.1 (0.22); InvRL 0.11 and 0.12
     assert row[1] == "0.2150 ± 0.0071" and row[2] == "0.1150 ± 0.0071"
     assert row[8] == "-46.5%" and row[9] == "–"  # InvRL vs backbone; no mask AUC without a truth
+
+
+def test_a_rerun_keeps_every_finished_control_when_there_is_an_oracle(tmp_path, monkeypatch):
+    from recbole_invrl.invariance.truth import PlantedTruth
+
+    truth = PlantedTruth(roles=np.array([1, 1, 1, 0, 0, 0]), envs=None, folder=tmp_path)
+    monkeypatch.setattr(FairComparison, "_truth", lambda self, record_path: truth)
+    exp = FakeExperiment(tmp_path, lambda reg, seed: 0.1)
+    FairComparison(exp, seeds=(1, 2)).run()
+    before = (tmp_path / "fair.jsonl").read_text().splitlines()
+    assert sum(json.loads(line)["role"] == "oracle" for line in before) == 2
+    calls = len(exp.calls)
+    FairComparison(exp, seeds=(1, 2)).run()
+    assert len(exp.calls) == calls  # nothing ran again
+    assert sorted((tmp_path / "fair.jsonl").read_text().splitlines()) == sorted(before)
