@@ -76,11 +76,11 @@ class FairComparison:
         chosen = self.tune_backbone()
         for seed in self.seeds[1:]:
             self._run("backbone", self.backbone, seed, {self.key: chosen})
-        for seed in self.seeds:
-            self.controls(seed, self._run("invrl", "InvRL", seed, {}))
         if self.backbone == "UltraGCNMM":  # the key the two share gets the same grid, chosen in the run
             for seed in self.seeds:
                 self._run("invrl_final_grid", "InvRL", seed, {"final_proj_reg_weight": list(self.grid)})
+        for seed in self.seeds:
+            self.controls(seed, self._run("invrl", "InvRL", seed, {}))
         return self.log_path, self.write_table()
 
     def tune_backbone(self) -> float:

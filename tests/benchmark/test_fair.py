@@ -71,9 +71,9 @@ def test_controls_use_the_learned_mask_and_invrl_s_own_final_settings(tmp_path):
     assert not np.array_equal(masks[1], learned)
     controls = [(m, o) for m, o in exp.calls if m == "InvRL"]
     # only the mask (or |E|) differs from InvRL's own run: every other setting is the same
-    assert [sorted(set(o) - {"seed"}) for _, o in controls] == [[], ["fixed_mask"], ["fixed_mask"], ["num_envs"],
-                                                               ["final_proj_reg_weight"]]
-    assert controls[-1][1]["final_proj_reg_weight"] == list(BACKBONE_GRID)  # the backbone's grid
+    assert [sorted(set(o) - {"seed"}) for _, o in controls] == [["final_proj_reg_weight"], [], ["fixed_mask"],
+                                                               ["fixed_mask"], ["num_envs"]]
+    assert controls[0][1]["final_proj_reg_weight"] == list(BACKBONE_GRID)  # the backbone's grid
 
 
 def test_on_a_tiny_planted_bed_invrl_beats_its_final_model_on_the_full_content(tmp_path):
