@@ -1,17 +1,31 @@
-"""Find models and trainers: plugin classes first, then RecBole's zoo (RecBole-GNN style)."""
+"""Find models and trainers: plugin classes first, then RecBole's zoo (RecBole-GNN style);
+and the rule every choice on validation follows (``best_on_validation``)."""
 from __future__ import annotations
 
 import importlib
+from typing import Callable, Iterable, TypeVar
 
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_invrl.compat import with_compat_mixins
 
+T = TypeVar("T")
+
 # Names a user may type for a plugin model, mapped to the class name.
 MODEL_ALIASES = {"ultragcn-mm": "UltraGCNMM", "ultragcn_mm": "UltraGCNMM"}
 PLUGIN_MODEL_MODULE = "recbole_invrl.model.general_recommender"
 PLUGIN_TRAINER_MODULE = "recbole_invrl.trainer"
+
+
+def best_on_validation(candidates: Iterable[T], valid_score: Callable[[T], float], bigger: bool = True) -> T:
+    """The candidate with the best validation score, the first of equals. Only ``valid_score``
+    is read, so nothing measured on the test split can move the choice."""
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("best_on_validation: no candidates")
+    sign = 1.0 if bigger else -1.0
+    return max(enumerate(candidates), key=lambda it: (sign * float(valid_score(it[1])), -it[0]))[1]
 
 
 def canonical_model_name(name: str) -> str:

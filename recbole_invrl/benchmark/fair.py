@@ -48,7 +48,6 @@ BACKBONE_GRIDS = {  # backbone -> (its regularisation key, the values tried on v
 BACKBONE_GRID = BACKBONE_GRIDS["UltraGCNMM"][1]
 SEEDS = (2020, 2021, 2022)
 METRIC = "ndcg@10"
-CONTROLS = ("full", "shuffled", "single_env", "oracle")
 
 
 class FairComparison:
@@ -86,11 +85,7 @@ class FairComparison:
     def tune_backbone(self) -> float:
         """The backbone's regularisation chosen on the first seed's validation score."""
         trials = [self._run("backbone_trial", self.backbone, self.seeds[0], {self.key: value}) for value in self.grid]
-        best = choose_on_validation(trials)
-        for row in self.rows:
-            if row["role"] == "backbone_trial" and row["overrides"][self.key] == best["overrides"][self.key]:
-                row["chosen"] = True
-        return best["overrides"][self.key]
+        return choose_on_validation(trials)["overrides"][self.key]
 
     def controls(self, seed: int, invrl: dict[str, Any]) -> None:
         """The controls of one seed's InvRL run (``invrl``: its result, with its mask and record)."""
@@ -128,10 +123,11 @@ class FairComparison:
         row = self.finished.get(_run_key(role, seed, kept))
         if row is None:
             result = self.exp.run(model, seed=seed, **overrides)
+            record = _record(result)
             row = {"role": role, "model": model, "seed": seed, "overrides": kept,
                    "best_valid_score": result["best_valid_score"], "test": result["test_result"],
-                   "final_form": _final_form(result), "final_reg": _final_reg(result),
-                   "mask_auc": _mask_auc(result),
+                   "final_form": record.get("final_form"), "final_reg": record.get("final_proj_reg_weight"),
+                   "mask_auc": _mask_auc(record),
                    "mask_path": result.get("mask_path"), "record_path": result.get("record_path")}
             self.finished[_run_key(role, seed, kept)] = row
         self._keep(row)
@@ -156,22 +152,27 @@ def _run_key(role: str, seed: int, overrides: dict[str, Any]) -> tuple:
 
 
 def _record(result: dict[str, Any]) -> dict[str, Any]:
+    """The InvRL run record a result or row names ({} for other models)."""
     record = result.get("record_path")
     return json.loads(Path(record).read_text()) if record and Path(record).is_file() else {}
 
 
-def _final_form(result: dict[str, Any]) -> str | None:
-    return _record(result).get("final_form")
-
-
-def _final_reg(result: dict[str, Any]) -> float | None:
-    return _record(result).get("final_proj_reg_weight")
-
-
-def _mask_auc(result: dict[str, Any]) -> float | None:
+def _mask_auc(record: dict[str, Any]) -> float | None:
     """ROC-AUC of the learned mask against the planted dims (last iteration), if scored."""
-    masks = _record(result).get("mask") or []
+    masks = record.get("mask") or []
     return masks[-1].get("auc") if masks else None
+
+
+def _by_role(rows: list[dict[str, Any]]) -> tuple[dict[str, list[dict]], dict[str, Any] | None]:
+    """Rows by role, the backbone's trial chosen on validation counted as its first seed's
+    ``backbone`` run; and that trial (None before any)."""
+    trials = [r for r in rows if r["role"] == "backbone_trial"]
+    chosen = choose_on_validation(trials) if trials else None
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["role"] != "backbone_trial" or row is chosen:
+            groups.setdefault("backbone" if row is chosen else row["role"], []).append(row)
+    return groups, chosen
 
 
 def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraGCNMM",
@@ -189,21 +190,14 @@ def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraG
         "single_env": "control: InvRL with one environment",
         "oracle": "oracle mask (planted truth)",
     }
-    chosen = [r for r in rows if r["role"] == "backbone_trial" and r.get("chosen")]
-    groups: dict[str, list[dict]] = {role: [] for role in labels}
-    for row in rows:
-        if row["role"] == "backbone_trial":
-            if row.get("chosen"):
-                groups["backbone"].append(row)
-        else:
-            groups[row["role"]].append(row)
+    groups, chosen = _by_role(rows)
     lines = [f"# Equal-budget comparison on {dataset}", "",
              "Test NDCG@10, mean ± sample std over seeds; validation NDCG@10 beside it. "
              "Written by `python run_experiment.py --experiment=fair --dataset=" + dataset
              + ("" if backbone == "UltraGCNMM" else f" --invrl_backbone={backbone}") + "`.", "",
              "| Run | Test N@10 | Valid N@10 | Seeds | Final form (per seed) |", "|---|---|---|---|---|"]
     for role, label in labels.items():
-        group = groups[role]
+        group = groups.get(role)
         if not group:
             continue
         test = [r["test"][METRIC] for r in group]
@@ -216,10 +210,10 @@ def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraG
               f"| {key} | Valid N@10 | Test N@10 |", "|---|---|---|"]
     for row in rows:
         if row["role"] == "backbone_trial":
-            mark = " (chosen)" if row.get("chosen") else ""
+            mark = " (chosen)" if row is chosen else ""
             lines.append(f"| {row['overrides'][key]}{mark} | {row['best_valid_score']:.4f} | "
                          f"{row['test'][METRIC]:.4f} |")
-    if groups["invrl"] and groups["backbone"] and chosen:
+    if groups.get("invrl") and groups.get("backbone"):
         gain = np.mean([r["test"][METRIC] for r in groups["invrl"]]) / np.mean(
             [r["test"][METRIC] for r in groups["backbone"]]) - 1
         lines += ["", f"InvRL over the tuned {name}: {gain:+.1%} (means over the seeds run so far)."]
@@ -263,16 +257,12 @@ def fair_summary(paths: Sequence[Path]) -> str:
              "|---" * (len(SUMMARY_ROLES) + 4) + "|"]
     for path in paths:
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-        chosen = choose_on_validation([r for r in rows if r["role"] == "backbone_trial"]) if rows else None
-        by_role: dict[str, list[float]] = {}
-        for row in rows:
-            role = "backbone" if row is chosen else row["role"]
-            by_role.setdefault(role, []).append(row["test"][METRIC])
+        by_role = {role: [r["test"][METRIC] for r in group] for role, group in _by_role(rows)[0].items()}
         cells = [_mean_std(by_role[role]) if by_role.get(role) else "–" for role, _ in SUMMARY_ROLES]
         gain = (f"{np.mean(by_role['invrl']) / np.mean(by_role['backbone']) - 1:+.1%}"
                 if by_role.get("invrl") and by_role.get("backbone") else "–")
         aucs = [auc for r in rows if r["role"] in ("invrl", "invrl_final_grid")
-                for auc in [r.get("mask_auc") or _mask_auc(r)] if auc is not None]
+                for auc in [r.get("mask_auc") or _mask_auc(_record(r))] if auc is not None]
         auc = f"{min(aucs):.3f}-{max(aucs):.3f}" if aucs else "–"
         lines.append(f"| {Path(path).parent.name} ({Path(path).stem}) | " + " | ".join(cells)
                      + f" | {gain} | {auc} | {_oracle_share(by_role)} |")

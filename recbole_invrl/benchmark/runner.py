@@ -173,7 +173,7 @@ def execute(plan: Plan, run_fn: RunFn | None = None, log: Callable[[str], None] 
             ran.append((trial, plan.seeds[0]))
             run(trial, plan.seeds[0], f"[model {number}/{len(plan.models)}, trial {trial_number}/{len(trials)}] "
                 f"{trial} seed={plan.seeds[0]}", tuning_of=model)
-        chosen = [e for e, (source, _) in tuned_choices(rows, [model], plan.seeds[0], plan.valid_bigger).items()]
+        chosen = list(tuned_choices(rows, [model], plan.seeds[0], plan.valid_bigger))
         if not chosen:
             log(f"[model {number}/{len(plan.models)}] {model}: every trial crashed; nothing to choose")
             continue

@@ -20,7 +20,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from recbole_invrl.benchmark.table import latest_rows
 from recbole_invrl.search_space import SearchParam, grid_size, load_search_space, override_text
+from recbole_invrl.utils import best_on_validation
 
 HYPER_DIR = Path(__file__).resolve().parents[2] / "hyper"
 
@@ -28,11 +30,7 @@ HYPER_DIR = Path(__file__).resolve().parents[2] / "hyper"
 def choose_on_validation(trials: Iterable[dict[str, Any]], bigger: bool = True) -> dict[str, Any]:
     """The trial with the best ``best_valid_score`` (the first of equals). Only the
     validation score is read: a trial's test result cannot change the choice."""
-    trials = list(trials)
-    if not trials:
-        raise ValueError("choose_on_validation: no trials")
-    sign = 1.0 if bigger else -1.0
-    return max(enumerate(trials), key=lambda it: (sign * float(it[1]["best_valid_score"]), -it[0]))[1]
+    return best_on_validation(trials, lambda trial: trial["best_valid_score"], bigger)
 
 
 def space_file(entry: str, folder: Path | None = None) -> Path | None:
@@ -92,9 +90,7 @@ def tuned_choices(rows: Iterable[dict[str, Any]], models: Sequence[str], first_s
                   bigger: bool = True) -> dict[str, tuple[str, str]]:
     """{chosen trial entry: (the model entry it was chosen for, how)} from the recorded
     trials: for each entry, its finished trials on ``first_seed``, chosen on validation."""
-    latest: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in rows:
-        latest[(row["model"], int(row["seed"]))] = row
+    latest = latest_rows(rows)
     chosen = {}
     for model in models:
         trials = [row for (entry, seed), row in latest.items()

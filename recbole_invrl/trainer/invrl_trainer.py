@@ -62,6 +62,7 @@ from recbole_invrl.model.common import final_mask
 from recbole_invrl.model.general_recommender.invrl import config_with
 from recbole_invrl.model.mask_forms import MaskForm
 from recbole_invrl.settings import SettingsError
+from recbole_invrl.utils import best_on_validation
 
 
 class InvRLTrainer(CompatTrainerMixin, Trainer):
@@ -233,9 +234,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             outcomes = self._fit_forms(forms, candidates, train_data, valid_data, verbose, saved, show_progress,
                                        callback_fn, iterations)
         except BaseException:
-            for path in candidates.values():
-                if path != target_file and os.path.exists(path):
-                    os.remove(path)
+            remove_files(candidates.values(), keep=target_file)
             raise
         finally:
             self.saved_model_file = target_file
@@ -296,8 +295,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
 
     def _best_outcome(self, outcomes: list) -> tuple:
         """The outcome with the best validation score (the first of equals)."""
-        sign = 1.0 if self.valid_metric_bigger else -1.0
-        return max(enumerate(outcomes), key=lambda it: (sign * it[1][1], -it[0]))[1]
+        return best_on_validation(outcomes, lambda outcome: outcome[1], self.valid_metric_bigger)
 
     def _keep_final(self, file: str, weights: dict | None, candidate_files: list[str]) -> None:
         """Put the chosen form's final model in place: its best checkpoint becomes
@@ -308,9 +306,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             return
         if self.decides:
             os.replace(file, self.saved_model_file)
-            for other in candidate_files:
-                if other != file and os.path.exists(other):
-                    os.remove(other)
+            remove_files(candidate_files, keep=file)
         barrier(self.config)
         self._load_model_weights(load_checkpoint(self.saved_model_file, self.device))
 
@@ -435,6 +431,13 @@ def stage_settings(config) -> dict[str, str]:
     """The settings that shape stages 0-M4 (all but ``NOT_SHAPING_STAGES``), as text."""
     return {key: json.dumps(value, sort_keys=True, default=str)
             for key, value in sorted(config.final_config_dict.items()) if key not in NOT_SHAPING_STAGES}
+
+
+def remove_files(paths, keep: str) -> None:
+    """Remove every file of ``paths`` that exists, but ``keep``."""
+    for path in paths:
+        if path != keep and os.path.exists(path):
+            os.remove(path)
 
 
 def candidate_name(form: MaskForm, reg: float | None) -> str:
