@@ -79,15 +79,45 @@ def default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used: not readable with ``weights_only=True``, or not of
+    the model it is loaded into. The message is one line naming the file."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
+
+
 def load_checkpoint(path: str, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by ``SafeCheckpointMixin`` (``weights_only=True``)."""
     try:
         return torch.load(str(path), map_location=device, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(
-            f"cannot load checkpoint {path} with weights_only=True: {err}. "
+        raise CheckpointError(
+            f"cannot load checkpoint {path} with weights_only=True: {_load_failure(err)}. "
             "Checkpoints must hold only tensors and plain Python values."
         ) from err
+
+
+def _load_failure(err: Exception) -> str:
+    """The reason in torch's message (its advice to load without ``weights_only`` left out)."""
+    text = " ".join(str(err).split())
+    reason = text.partition("WeightsUnpickler error:")[2] or text
+    return reason.strip().split(". ")[0].rstrip(".")
+
+
+def load_weights(module: torch.nn.Module, path: str, device: torch.device | str, key: str) -> None:
+    """``module``'s weights from the checkpoint at ``path`` (a ``state_dict`` entry, as this
+    plugin's checkpoints hold it); a file of another model or size is a ``CheckpointError``."""
+    checkpoint = load_checkpoint(path, device)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise CheckpointError(f"{key}: {path} holds no state_dict; expected a checkpoint of this plugin")
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
+        raise CheckpointError(f"{key}: {path} is not a checkpoint of {type(module).__name__} with these sizes "
+                              f"({first} {detail})") from None
 
 
 class SafeCheckpointMixin:

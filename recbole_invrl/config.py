@@ -11,6 +11,7 @@ config_dict < command line.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import sys
 from pathlib import Path
@@ -28,10 +29,11 @@ from recbole_invrl.utils import canonical_model_name, get_model
 register_legacy_ndcg()  # metrics: [..., LegacyNDCG] and valid_metric: LegacyNDCG@K
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = PACKAGE_DIR.parent
 PROPERTIES_DIR = PACKAGE_DIR / "properties"
-DATASET_CONFIG_DIR = PROJECT_DIR / "dataset_configs"
-DEFAULT_DATA_PATH = PROJECT_DIR / "atomic_data"
+# A source checkout's top-level dataset_configs/ (the place to edit); an installed package's copy.
+_CHECKOUT_CONFIGS = PACKAGE_DIR.parent / "dataset_configs"
+DATASET_CONFIG_DIR = _CHECKOUT_CONFIGS if _CHECKOUT_CONFIGS.is_dir() else PACKAGE_DIR / "dataset_configs"
+DATA_PATH_VARIABLE = "RECBOLE_INVRL_DATA_PATH"
 # The aliases RecBole 1.2.1's metrics still use, and the builtins they stood for.
 NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "complex": complex, "object": object,
                  "str": str, "long": int, "unicode": str}
@@ -64,6 +66,19 @@ class Config(RecBoleConfig):
         for key, value in config_dict.items():
             if isinstance(value, str):
                 config_dict[key] = parse_config_text(key, value)
+        return config_dict
+
+    def _load_config_files(self, file_list):
+        """RecBole's reading of ``config_files``, each file checked first (``read_settings_file``)."""
+        file_config_dict: dict[str, Any] = {}
+        for file in file_list or []:
+            file_config_dict.update(read_settings_file(file, self.yaml_loader, "config_files"))
+        return file_config_dict
+
+    def _update_internal_config_dict(self, file):
+        config_dict = read_settings_file(file, self.yaml_loader, "config file") or None
+        if config_dict is not None:
+            self.internal_config_dict.update(config_dict)
         return config_dict
 
     def _get_model_and_dataset(self, model, dataset):
@@ -101,7 +116,7 @@ class Config(RecBoleConfig):
 
     def _plugin_config_files(self, model: str, model_class: type, dataset: str) -> list[Path]:
         """Plugin yaml files in increasing precedence; only those that exist."""
-        data_path = self.external_config_dict.get("data_path", str(DEFAULT_DATA_PATH))
+        data_path = self.external_config_dict.get("data_path", str(default_data_path()))
         model_yamls = [
             PROPERTIES_DIR / "model" / f"{name}.yaml"
             for name in (*self._config_bases(model_class), model)
@@ -148,8 +163,14 @@ class Config(RecBoleConfig):
 
     def _set_default_parameters(self):
         if "data_path" not in self.external_config_dict and self.dataset != "ml-100k":
-            self.final_config_dict["data_path"] = str(DEFAULT_DATA_PATH)
+            self.final_config_dict["data_path"] = str(default_data_path())
         super()._set_default_parameters()
+
+
+def default_data_path() -> Path:
+    """Where datasets live without ``data_path``: ``$RECBOLE_INVRL_DATA_PATH``, else
+    ``./atomic_data`` of the current folder (as RecBole's ``dataset/``)."""
+    return Path(os.environ.get(DATA_PATH_VARIABLE) or "atomic_data").absolute()
 
 
 DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a folder and file stem, never a path
@@ -185,6 +206,28 @@ def parse_config_text(key: str, text: str) -> Any:
     if isinstance(tree.body, ast.List) and all(isinstance(e, (ast.Name, ast.Constant)) for e in tree.body.elts):
         return [e.id if isinstance(e, ast.Name) else e.value for e in tree.body.elts]  # [soft,cut]: names
     return text
+
+
+def read_settings_file(file: str | Path, loader, key: str) -> dict[str, Any]:
+    """A yaml settings file as a mapping, read with RecBole's loader (safe: no Python tags); a
+    file that cannot be read, is not YAML or holds no mapping is a ``SettingsError`` naming the
+    file and the line."""
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"{key}: cannot read {str(file)!r} ({err})") from None
+    try:
+        content = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SettingsError(f"{key}: {str(file)!r}{where}: expected YAML of key: value lines "
+                            f"(plain values, no tags), {problem}") from None
+    if content is not None and not isinstance(content, dict):
+        raise SettingsError(f"{key}: {str(file)!r}: expected a mapping of keys to values, "
+                            f"got a {type(content).__name__}")
+    return content or {}
 
 
 def _base_configs(dataset_yaml: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from recbole_invrl.threads import start_governor
 from recbole_invrl.compat import write_json_atomic
 from recbole_invrl.config import Config
 from recbole_invrl.data import MissingDatasetError, create_dataset, data_preparation
-from recbole_invrl.data.utils import ensure_dataset_files, refuse_pickled_caches
+from recbole_invrl.data.utils import check_content_fields, ensure_dataset_files, refuse_pickled_caches
 from recbole_invrl.distributed import agreed_text
 from recbole_invrl.settings import check_settings, dataset_suggestion
 from recbole_invrl.utils import get_model, get_trainer
@@ -58,7 +58,7 @@ def run_recbole_invrl(
         discard_results(outputs, err)
         raise
     result.update(getattr(trainer, "extra_results", lambda: {})())
-    result["outputs"] = {k: v for k, v in outputs.items() if v}
+    result["outputs"] = {k: v for k, v in outputs.items() if v and os.path.exists(v)}
     result["wall_seconds"] = round(time.time() - start, 3)
     logger.info(format_summary(result))
     if not config["single_spec"]:
@@ -77,6 +77,7 @@ def load_config(model, dataset, config_file_list=None, config_dict=None) -> Conf
     except MissingDatasetError as err:
         hint = dataset_suggestion(config["dataset"], os.path.dirname(os.path.normpath(config["data_path"])))
         raise MissingDatasetError(" ".join(f"{err}{hint}".split())) from None
+    check_content_fields(config)
     return config
 
 

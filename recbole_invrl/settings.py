@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -107,6 +108,9 @@ def S(*choices: str, nullable: bool = False) -> Rule:
 POSITIVE = F(0, low_open=True)
 WEIGHT = F(0)
 COUNT = I(1)
+MAX_WIDTH = 16384  # widest embedding or projection: 1,000,000 rows of it are 61 GiB in float32
+WIDTH = I(1, MAX_WIDTH)
+MAX_ENVS = 1024  # environments are trained as one batch of models; beyond this none fits in memory
 
 # Keys of the plugin's yaml files; the model yamls' keys apply to the models that read them.
 PLUGIN_RULES: dict[str, Rule] = {
@@ -114,23 +118,23 @@ PLUGIN_RULES: dict[str, Rule] = {
     "feature_cache": B(), "feature_cache_dir": S(nullable=True), "ddp_timeout": I(1),
     "keep_freed_memory": B(), "fused_optimizer": B(),
     # UltraGCNMM.yaml
-    "embedding_size": COUNT, "content_size": COUNT, "word_embedding_size": COUNT,
+    "embedding_size": WIDTH, "content_size": WIDTH, "word_embedding_size": WIDTH,
     "content_fields": Rule("names", nullable=True), "init_std": POSITIVE, "neg_num": COUNT,
     "negative_weight": WEIGHT, "gamma_c": WEIGHT, "w1": WEIGHT, "w2": F(0, nullable=True), "w3": WEIGHT,
     "w4": F(0, nullable=True), "gamma_i": WEIGHT, "num_neighbors": I(0), "id_reg_weight": WEIGHT,
     "proj_reg_weight": WEIGHT, "normalize_all": B(),
     # VBPR.yaml
-    "visual_size": I(1, nullable=True), "reg_weight": WEIGHT,
+    "visual_size": I(1, MAX_WIDTH, nullable=True), "reg_weight": WEIGHT,
     # DUIF.yaml, MMGCN.yaml
-    "latent_size": I(1, nullable=True), "n_layers": COUNT, "combination": S("concat", "add"),
+    "latent_size": I(1, MAX_WIDTH, nullable=True), "n_layers": COUNT, "combination": S("concat", "add"),
     # FREEDOM.yaml, LATTICE.yaml
     "knn_k": COUNT, "n_mm_layers": COUNT, "n_ui_layers": I(0), "edge_dropout": F(0, 1), "visual_weight": F(0, 1),
-    "mm_loss_weight": WEIGHT, "feat_embed_dim": COUNT, "lambda_coeff": F(0, 1),
+    "mm_loss_weight": WEIGHT, "feat_embed_dim": WIDTH, "lambda_coeff": F(0, 1),
     # GRCN.yaml
     "num_routing": COUNT, "weight_mode": S("confid", "max", "mean"), "pruning": B(),
     # InvRL.yaml
     "invrl_backbone": S(), "invariance_path": S("auto", "eq14", "forward"), "pretrain_epochs": COUNT, "pretrained_path": S(nullable=True),
-    "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": COUNT,
+    "fixed_mask": S(nullable=True), "invrl_iterations": COUNT, "num_envs": I(1, MAX_ENVS),
     "partition_models": S("shared", "fresh"), "partition_start": S("score", "random"),
     "partition_assign": S("likelihood", "score"), "partition_samples": COUNT, "partition_epochs": COUNT, "partition_rounds": COUNT,
     "moved_threshold": F(-1, 1), "partition_l1_weight": WEIGHT, "mask_epochs": COUNT, "mask_travel": POSITIVE,
@@ -150,7 +154,13 @@ RECBOLE_RULES: dict[str, Rule] = {
     "save_dataset": B(), "save_dataloaders": B(), "log_wandb": B(),
     "clip_grad_norm": Rule("dict", nullable=True),
 }
-RULES = {**RECBOLE_RULES, **PLUGIN_RULES}
+# Keys of RecBole's own model yamls: a RecBole model's key is checked where the model's default
+# passes the rule (``recbole_model_keys``), so a key of the same name but another meaning is not.
+RECBOLE_MODEL_RULES: dict[str, Rule] = {
+    "hidden_size": WIDTH, "inner_size": WIDTH, "dropout_prob": F(0, 1), "hidden_dropout_prob": F(0, 1),
+    "attn_dropout_prob": F(0, 1), "n_heads": COUNT, "require_pow": B(),
+}
+RULES = {**RECBOLE_MODEL_RULES, **RECBOLE_RULES, **PLUGIN_RULES}
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -241,6 +251,8 @@ def _check_data_path(value: Any) -> None:
         fail("data_path", value, "a folder path")
     if Path(value).exists() and not Path(value).is_dir():
         fail("data_path", value, "a folder, not a file")
+    if Path(value).is_dir() and not os.access(value, os.R_OK | os.X_OK):
+        fail("data_path", value, "a folder this user can read")
 
 
 def _check_mask_lr(value: Any) -> None:
@@ -285,11 +297,25 @@ def check_settings(config) -> None:
     """Every rule on the final settings of ``config``, then the keys that must agree."""
     final = config.final_config_dict
     scoped = set(model_plugin_keys(config.model, final.get("invrl_backbone")))
+    scoped.update(recbole_model_keys(config.model))
     for key, value in final.items():
         if key in RECBOLE_RULES or key in KEY_CHECKS or key in scoped or key in _overall_keys():
             check_value(key, value)
     check_conflicts(final)
     check_files(final)
+
+
+@lru_cache(maxsize=None)
+def recbole_model_keys(model: str) -> tuple[str, ...]:
+    """Keys of a RecBole model's own yaml that the rule table checks: those with a rule that
+    the model's default passes (a key of the same name and meaning as the plugin's)."""
+    import recbole
+
+    path = Path(recbole.__file__).parent / "properties" / "model" / f"{model}.yaml"
+    if not path.is_file():
+        return ()
+    defaults = load_yaml_defaults(path)
+    return tuple(k for k, v in defaults.items() if k in RULES and k not in KEY_CHECKS and RULES[k].accepts(v))
 
 
 def check_conflicts(final: Mapping[str, Any]) -> None:
@@ -309,18 +335,72 @@ def check_conflicts(final: Mapping[str, Any]) -> None:
     if final.get("model") == "VBPR" or final.get("invrl_backbone") == "VBPR":
         if visual is not None and isinstance(size, int) and visual >= size:
             raise SettingsError(f"visual_size: expected an integer below embedding_size = {size}, got {visual!r}")
+    if final.get("model") == "InvRL":
+        from recbole_invrl.model.general_recommender.invrl import backbone_class_of
+
+        backbone_class_of(final)  # invrl_backbone and invariance_path, before any data loads
     nproc, world = final.get("nproc"), final.get("world_size")
     if isinstance(nproc, int) and isinstance(world, int) and world < nproc:
         raise SettingsError(f"world_size: expected at least nproc = {nproc}, got {world}")
 
 
 def check_files(final: Mapping[str, Any]) -> None:
-    """Files and folders a setting names must exist."""
+    """Files and folders a setting names must exist and be of their kind; folders a run
+    writes to must be creatable."""
     for key in ("pretrained_path", "fixed_mask"):
         if final.get(key) and not Path(final[key]).is_file():
             raise SettingsError(f"{key}: expected an existing file, got {final[key]!r} (no such file)")
+    if final.get("pretrained_path"):
+        check_checkpoint_file("pretrained_path", final["pretrained_path"])
+    if final.get("fixed_mask"):
+        check_mask_file("fixed_mask", final["fixed_mask"])
     if final.get("truth_dir") and not Path(final["truth_dir"]).is_dir():
         raise SettingsError(f"truth_dir: expected an existing folder, got {final['truth_dir']!r} (no such folder)")
+    if isinstance(final.get("checkpoint_dir"), str):
+        check_output_path("checkpoint_dir", final["checkpoint_dir"], folder=True)
+
+
+def check_checkpoint_file(key: str, path: str) -> None:
+    """A file ``torch.save`` wrote (a zip archive); its content is read later, weights only."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise SettingsError(f"{key}: expected a checkpoint written by torch.save (a .pth file of this plugin), "
+                            f"got {path!r}, which is not one")
+
+
+def check_mask_file(key: str, path: str) -> None:
+    """A ``.npy`` file of one number per content dimension (its header, read without unpickling)."""
+    import numpy as np
+
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = reader(f)
+    except (OSError, ValueError) as err:
+        raise SettingsError(f"{key}: expected a .npy file (np.save) of one number per content dimension, "
+                            f"got {path!r} ({err})") from None
+    if len(shape) != 1 or dtype.kind not in "fiub":
+        raise SettingsError(f"{key}: expected a .npy file of one number per content dimension, got {path!r} "
+                            f"(shape {shape}, dtype {dtype})")
+
+
+def check_output_path(key: str, path: str, folder: bool = False) -> None:
+    """A folder (``folder``) or file a run will write: its nearest existing ancestor is a
+    writable folder, and the path itself is not of the other kind."""
+    target = Path(path)
+    if not str(path).strip():
+        fail(key, path, "a folder path" if folder else "a file path")
+    if target.exists() and target.is_dir() != folder:
+        fail(key, path, "a folder, not a file" if folder else "a file path, not a folder")
+    parent = target if folder else target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(key, path, f"a path that can be created ({str(parent)!r} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(key, path, f"a path that can be written ({str(parent)!r} is not writable)")
 
 
 def check_script_options(nproc: int, world_size: int, group_offset: int) -> None:
@@ -447,9 +527,14 @@ def _overall_keys() -> frozenset[str]:
     return frozenset(yaml_keys(PLUGIN_YAMLS["overall"]))
 
 
+def model_yaml_names(model: str, backbone: str | None = None) -> list[str]:
+    """The plugin model yamls ``model`` reads (InvRL: its backbone's, then its own)."""
+    return {"InvRL": [backbone or "UltraGCNMM", "InvRL"]}.get(model, [model])
+
+
 def model_plugin_keys(model: str, backbone: str | None = None) -> list[str]:
-    """Keys of the plugin yamls that ``model`` reads (InvRL: its backbone's and its own)."""
-    files = {"InvRL": [backbone or "UltraGCNMM", "InvRL"]}.get(model, [model])
+    """Keys of the plugin yamls that ``model`` reads."""
+    files = model_yaml_names(model, backbone)
     return [key for name in files if name in PLUGIN_YAMLS for key in yaml_keys(PLUGIN_YAMLS[name])]
 
 
@@ -461,14 +546,28 @@ def load_yaml_defaults(path: Path) -> dict[str, Any]:
     return yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
 
 
-def settings_help() -> str:
-    """The plugin's keys with defaults, one line each, grouped by the file that sets them."""
+def settings_help(effective: Mapping[str, Any] | None = None, dataset: str = "") -> str:
+    """The plugin's keys with defaults, one line each, grouped by the file that sets them;
+    with ``effective`` (a dataset's final settings) a value it changes is shown instead,
+    the model's default after it."""
     lines = []
+    read = set()
+    if effective is not None:  # the yamls the run reads
+        read = {"overall", *model_yaml_names(effective.get("model"), effective.get("invrl_backbone"))}
     for name, path in PLUGIN_YAMLS.items():
         title = "every model" if name == "overall" else name
         lines.append(f"{title} ({path.relative_to(PACKAGE_DIR.parent)}):")
+        defaults = load_yaml_defaults(path) if name in read else {}
         for key, default, comment in yaml_entries(path):
             rule = RULES.get(key)
             expected = f" [{rule.expected()}]" if rule else ""
-            lines.append(f"  --{key}={default}".ljust(32) + f" {comment}{expected}")
+            shown = default
+            if name in read and key in effective and effective[key] != defaults.get(key):
+                shown = _yaml_text(effective[key])
+                expected += f" ({dataset}; model default {default})"
+            lines.append(f"  --{key}={shown}".ljust(32) + f" {comment}{expected}")
     return "\n".join(lines)
+
+
+def _yaml_text(value: Any) -> str:
+    return "~" if value is None else str(value)

@@ -86,3 +86,32 @@ def test_a_signal_during_pretraining_ends_in_one_line_and_leaves_no_checkpoint(c
     assert err.strip().splitlines()[-1].startswith(f"interrupted ({name}): the stage in progress left no files")
     assert "Traceback" not in err
     assert not list((tmp_path / "saved").glob("*-pretrain.pth")) and not list((tmp_path / "saved").glob("*.tmp*"))
+
+
+TINY_INVRL = {"pretrain_epochs": 2, "epochs": 2, "invrl_iterations": 1, "num_envs": 2, "partition_rounds": 1,
+              "partition_epochs": 1, "mask_epochs": 1, "final_proj_reg_weight": 0.1, "final_mask_forms": "soft",
+              "show_progress": False}
+
+
+def test_a_resumed_run_lists_only_files_that_exist(clusters):
+    settings = {**TINY_INVRL, "data_path": str(clusters)}
+    run_recbole_invrl("InvRL", "clusters", config_dict=settings)
+    result = run_recbole_invrl("InvRL", "clusters", config_dict={**settings, "resume": True})
+    outputs = result["outputs"]
+    assert outputs and all(Path(path).exists() for path in outputs.values()), outputs
+    assert "pretrain" not in outputs  # the resumed run pretrained nothing
+
+
+def test_a_truncated_resume_state_is_one_line_that_says_to_delete_it(clusters, tmp_path):
+    run_recbole_invrl("InvRL", "clusters", config_dict={**TINY_INVRL, "data_path": str(clusters)})
+    (state,) = (tmp_path / "saved").glob("*.state.pth")
+    state.write_bytes(state.read_bytes()[:100])
+    args = [f"--{k}={v}" for k, v in TINY_INVRL.items()]
+    proc = subprocess.run([sys.executable, str(REPO / "run_recbole_invrl.py"), "--model=InvRL", "--dataset=clusters",
+                           f"--data_path={clusters}", "--resume=True", *args],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    path = str(Path("saved") / state.name)
+    assert last.startswith(f"error: resume: cannot load checkpoint {path} with weights_only=True"), last
+    assert last.endswith(f"delete {path} to start from the beginning, or run without resume=True"), last

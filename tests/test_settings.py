@@ -30,6 +30,9 @@ def data(tmp_path, atomic_dataset, clustered):
     atomic_dataset(tmp_path / "data", "tiny", train, valid, test, dense={"v_feat": np.eye(2)[item_cluster]})
     for name in ("backbone.pth", "mask.npy"):
         (tmp_path / name).write_bytes(b"x")
+    np.save(tmp_path / "matrix.npy", np.ones((2, 3), dtype=np.float32))
+    (tmp_path / "syntax.yaml").write_text("epochs: [1,\n")
+    (tmp_path / "list.yaml").write_text("- epochs\n- 5\n")
     return tmp_path / "data"
 
 
@@ -49,7 +52,7 @@ BAD_COMMAND_LINES = [
     (["--metrics=['Recal']"], "metrics: unknown metric 'Recal'; did you mean Recall"),
     (["--valid_metric=MRR@10"], "valid_metric: 'MRR@10' is not among metrics"),
     (["--valid_metric=NDCG@5"], "valid_metric: 'NDCG@5' needs 5 in topk"),
-    (["--model=InvRL", "--num_envs=0"], "num_envs: expected an integer >= 1, got 0"),
+    (["--model=InvRL", "--num_envs=0"], "num_envs: expected an integer in [1, 1024], got 0"),
     (["--model=InvRL", "--mask_type=bin"], "mask_type: expected one of float, binary, got 'bin'"),
     (["--model=InvRL", "--moved_threshold=2"], "moved_threshold: expected a number in [-1, 1], got 2"),
     (["--model=InvRL", "--penalty_growth=0"], "penalty_growth: expected a number > 0, got 0"),
@@ -72,6 +75,34 @@ BAD_COMMAND_LINES = [
     (["--model=InvRL", "--final_mask_forms=[soft,hard]"], "final_mask_forms: expected a form or a list of distinct"),
     (["--model=InvRL", "--final_mask_cut=2"], "final_mask_cut: expected otsu or a number in (0, 1], got 2"),
     (["--model=InvRL", "--mask_lr=fast"], "mask_lr: expected auto or a number > 0, got 'fast'"),
+    # files a setting names, and paths a run writes
+    (["--config_files={tmp}/syntax.yaml"], "config_files: '{tmp}/syntax.yaml', line 2, column 1: expected YAML"),
+    (["--config_files={tmp}/list.yaml"], "config_files: '{tmp}/list.yaml': expected a mapping of keys to values"),
+    (["--content_fields=['nope']"], "content_fields: 'nope' is not a column of"),
+    (["--content_fields=item_id"], "content_fields: 'item_id' in"),
+    (["--model=InvRL", "--invrl_backbone=Foo"], "invrl_backbone: unknown model 'Foo'"),
+    (["--model=InvRL", "--invrl_backbone=BPR"], "invrl_backbone: 'BPR' cannot be InvRL's backbone"),
+    (["--model=InvRL", "--invrl_backbone=MMGCN", "--invariance_path=eq14"],
+     "invariance_path: eq14 needs invariance_parts"),
+    (["--model=InvRL", "--pretrained_path={tmp}/backbone.pth"], "pretrained_path: expected a checkpoint written by"),
+    (["--model=InvRL", "--fixed_mask={tmp}/mask.npy"], "fixed_mask: expected a .npy file (np.save)"),
+    (["--model=InvRL", "--fixed_mask={tmp}/matrix.npy"], "fixed_mask: expected a .npy file of one number per"),
+    (["--model=InvRL", "--truth_dir={tmp}/nowhere"], "truth_dir: expected an existing folder"),
+    (["--checkpoint_dir={tmp}/backbone.pth/saved"], "checkpoint_dir: expected a path that can be created"),
+    (["--checkpoint_dir={tmp}/backbone.pth"], "checkpoint_dir: expected a folder, not a file"),
+    (["--result_json={tmp}/backbone.pth/r.json"], "result_json: expected a path that can be created"),
+    (["--result_json={tmp}"], "result_json: expected a file path, not a folder"),
+    (["--save_dataset=True"], "save_dataset: not supported by recbole_invrl"),
+    # sizes
+    (["--model=InvRL", "--num_envs=100000"], "num_envs: expected an integer in [1, 1024], got 100000"),
+    (["--embedding_size=10000000"], "embedding_size: expected an integer in [1, 16384], got 10000000"),
+    (["--model=VBPR", "--embedding_size=64", "--visual_size=100000"], "visual_size: expected an integer in [1, 16384]"),
+    # RecBole's own models get the same rules for the keys they share
+    (["--model=LightGCN", "--embedding_size=-5"], "embedding_size: expected an integer in [1, 16384], got -5"),
+    (["--model=LightGCN", "--n_layers=0"], "n_layers: expected an integer >= 1, got 0"),
+    (["--model=BPR", "--embedding_size=0"], "embedding_size: expected an integer in [1, 16384], got 0"),
+    (["--model=LightGCN", "--reg_weight=-1"], "reg_weight: expected a number >= 0, got -1"),
+    (["--model=NeuMF", "--dropout_prob=2"], "dropout_prob: expected a number in [0, 1], got 2"),
 ]
 
 
@@ -92,7 +123,7 @@ def test_a_bad_command_line_is_one_line_exit_2_and_writes_nothing(data, tmp_path
     argv = [*dataset, f"--data_path={data}", *(a.format(tmp=tmp_path) for a in args)]
     assert cli.main(argv) == 2
     out, err = capsys.readouterr()
-    assert err.startswith(f"error: {message}"), err
+    assert err.startswith(f"error: {message.format(tmp=tmp_path)}"), err
     assert err.count("\n") == 1 and "Traceback" not in err and "lightgbm" not in err
     assert "Hyper Parameters" not in out + err  # before the config dump
     assert files_under(tmp_path) == before  # no log, no saved/, no tensorboard folder
@@ -122,7 +153,7 @@ def test_help_shows_override_syntax_models_and_plugin_keys(capsys):
         for key, default, _ in yaml_entries(path):
             assert f"--{key}={default}" in out
     line = next(line for line in out.splitlines() if line.strip().startswith("--num_envs="))
-    assert "|E|" in line and "[an integer >= 1]" in line
+    assert "|E|" in line and "[an integer in [1, 1024]]" in line
 
 
 @pytest.mark.parametrize("name", list(PLUGIN_YAMLS))

@@ -17,7 +17,9 @@ InvRL checkpoint) or make one by running InvRL. Every run goes through
 """
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,8 +31,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from recbole_invrl.compat import atomic_write  # noqa: E402
+from recbole_invrl.config import Config  # noqa: E402
+from recbole_invrl.data import MissingDatasetError  # noqa: E402
+from recbole_invrl.data.utils import ensure_dataset_files  # noqa: E402
 from recbole_invrl.model.content import layout_slices  # noqa: E402
 from recbole_invrl.quick_start import run_recbole_invrl  # noqa: E402
+from recbole_invrl.settings import SettingsError  # noqa: E402
 
 TOP10 = ("precision@10", "recall@10", "ndcg@10")
 INVISIBLE_GATE = 0.01  # fig4: gates below this get a mark (1% of the axis is no visible bar)
@@ -241,3 +247,35 @@ EXPERIMENTS: dict[str, Callable[..., tuple[Path, ...]]] = {
     "diagnose": _diagnose,
     "fair": _fair,
 }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``run_experiment.py`` / ``recbole-invrl-experiment``: one experiment on one dataset."""
+    parser = argparse.ArgumentParser(description="Run one of the paper's experiments (Table 3, Fig. 3-6), the "
+                                     "diagnosis or the equal-budget comparison; write its tables and figures.")
+    parser.add_argument("--experiment", required=True, help=", ".join(EXPERIMENTS))
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out", default=None, help="folder for the CSV and PNG (results/<dataset>)")
+    parser.add_argument("--record", default=None, help="InvRL run record for fig4/fig5")
+    parser.add_argument("--truth", default=None, help="diagnose: folder with truth.json / train_env.npy")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files")
+    args, _ = parser.parse_known_args(argv)  # other --key=value pairs are read by RecBole's Config
+    if args.experiment not in EXPERIMENTS:
+        print(f"error: --experiment: unknown '{args.experiment}'; expected one of {', '.join(EXPERIMENTS)}",
+              file=sys.stderr)
+        return 2
+    config_files = args.config_files.split() if args.config_files else None
+    try:
+        config = Config("InvRL", args.dataset, config_files)
+        ensure_dataset_files(config)
+    except (MissingDatasetError, SettingsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    experiment = Experiment(args.dataset, args.out or f"results/{args.dataset}", config_files=config_files,
+                            data_folder=config["data_path"])  # RecBole's data_path ends in the dataset
+    extra = {"record_path": args.record} if args.experiment in ("fig4", "fig5") else {}
+    if args.experiment == "diagnose":
+        extra = {"truth_dir": args.truth}
+    for path in EXPERIMENTS[args.experiment](experiment, **extra):
+        print(f"wrote {path}")
+    return 0

@@ -17,6 +17,7 @@ Files without ``float_seq`` columns (``.inter`` files) are read with pandas' C p
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ class MultimodalDataset(Dataset):
             return None
         if any(ftype == FeatureType.FLOAT_SEQ for _, ftype in fields):
             return self._load_dense_file(filepath, source, header, fields)
-        return self._read_with_pandas(filepath, fields)
+        return self._read_with_pandas(filepath, header, fields)
 
     def _select_fields(self, filepath, source, header, load_col, unload_col):
         """Header fields to load, registering their types; errors on unknown names or types."""
@@ -103,20 +104,43 @@ class MultimodalDataset(Dataset):
 
     # -- files without float_seq columns ------------------------------------------------
 
-    def _read_with_pandas(self, filepath, fields) -> pd.DataFrame:
-        df = pd.read_csv(
-            filepath,
-            sep=self.config["field_separator"],
-            usecols=[f"{name}:{ftype.value}" for name, ftype in fields],
-            dtype=str,
-            keep_default_na=False,
-            encoding=self.config["encoding"],
-            engine="c",
-        )
+    def _read_with_pandas(self, filepath, header, fields) -> pd.DataFrame:
+        """Every column is read (pandas' ``usecols`` drops a row's extra fields without a word),
+        then the loaded ones kept; a row with more fields than the header is an error."""
+        try:
+            with warnings.catch_warnings():  # an extra field on the first row is only a warning
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                df = pd.read_csv(
+                    filepath,
+                    sep=self.config["field_separator"],
+                    dtype=str,
+                    keep_default_na=False,
+                    encoding=self.config["encoding"],
+                    engine="c",
+                    index_col=False,
+                )
+        except pd.errors.ParserWarning:
+            raise FeatureFileError(f"{filepath}: line {1 + HEADER_LINES} has more fields than the "
+                                   f"{len(header)} the header names") from None
+        except (pd.errors.ParserError, UnicodeDecodeError) as err:
+            raise FeatureFileError(f"{filepath}: {' '.join(str(err).split())} (line 1 is the header)") from None
+        df = df[[f"{name}:{ftype.value}" for name, ftype in fields]]
         df.columns = [name for name, _ in fields]
+        self._refuse_missing_ids(df, filepath)
         for name, ftype in fields:
             df[name] = self._parse_column(df[name], ftype, filepath, name)
         return df
+
+    def _refuse_missing_ids(self, df: pd.DataFrame, filepath) -> None:
+        """A row without its user or item id (an empty cell, or a short last line) names its
+        line; RecBole would drop it without a word."""
+        for field in (self.uid_field, self.iid_field):
+            if field in df.columns:
+                empty = (df[field].isna() | (df[field] == "")).to_numpy()
+                if empty.any():
+                    row = int(np.flatnonzero(empty)[0])
+                    raise FeatureFileError(f"{filepath}: line {row + 1 + HEADER_LINES}, field '{field}': "
+                                           f"expected an id, got an empty cell ({int(empty.sum())} such rows)")
 
     def _parse_column(self, cells: pd.Series, ftype: FeatureType, filepath, field):
         if ftype == FeatureType.FLOAT:
@@ -304,16 +328,22 @@ def _truncate_dense(
 
 
 def _read_header(filepath, encoding: str, separator: str) -> list[tuple[str, str]]:
-    with open(filepath, "r", encoding=encoding) as f:
-        header = f.readline().rstrip("\r\n")
+    try:
+        with open(filepath, "rb") as f:
+            header = f.readline().decode(encoding or "utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as err:
+        raise FeatureFileError(f"{filepath}: line 1 is not {encoding or 'utf-8'} text ({err.reason} at byte {err.start})") from None
     columns = []
-    for column in header.split(separator):
+    for position, column in enumerate(header.split(separator), start=1):
         name, sep, type_name = column.partition(":")
         if not sep or not name:
             raise FeatureFileError(
                 f"{filepath}: header column '{column}' is not of the form name:type "
                 f"(line 1 must name every column, e.g. item_id:token)"
             )
+        if any(name == seen for seen, _ in columns):
+            raise FeatureFileError(f"{filepath}: line 1, column {position}: field '{name}' is named twice "
+                                   "(each column needs its own name)")
         columns.append((name, type_name))
     return columns
 

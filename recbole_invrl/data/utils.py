@@ -105,6 +105,28 @@ def refuse_foreign_files(folder: Path, own: frozenset[str]) -> None:
             "replaces the folder whole, so move them away or pass another --data_path")
 
 
+CONTENT_TYPE_NAMES = ("float_seq", "token_seq")
+
+
+def check_content_fields(config) -> None:
+    """``content_fields`` against the ``.item`` file's header, before the data loads."""
+    fields = config.final_config_dict.get("content_fields")
+    item_file = Path(config["data_path"]) / f"{config['dataset']}.item"
+    if fields is None or not item_file.is_file():
+        return
+    from recbole_invrl.data.dataset import _read_header
+    from recbole_invrl.settings import SettingsError
+
+    header = dict(_read_header(item_file, config["encoding"], config["field_separator"]))
+    for field in [fields] if isinstance(fields, str) else fields:
+        if field not in header:
+            raise SettingsError(f"content_fields: {field!r} is not a column of {item_file} (its columns: "
+                                f"{', '.join(f'{n}:{t}' for n, t in header.items())})")
+        if header[field] not in CONTENT_TYPE_NAMES:
+            raise SettingsError(f"content_fields: {field!r} in {item_file} has type {header[field]}; a modality "
+                                "column must be float_seq (dense features) or token_seq (word ids)")
+
+
 def ensure_dataset_files(config) -> None:
     """Build a bundled dataset on first use; otherwise fail with what to obtain and run."""
     missing = [f for f in expected_atomic_files(config) if not f.is_file()]

@@ -40,10 +40,12 @@ from recbole.utils import init_seed, set_color
 from tqdm import tqdm
 
 from recbole_invrl.compat import (
+    CheckpointError,
     CompatTrainerMixin,
     atomic_torch_save,
     atomic_write,
     load_checkpoint,
+    load_weights,
     with_compat_mixins,
     write_json_atomic,
 )
@@ -144,7 +146,7 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
         """Train the backbone on the raw content with RecBole's fit loop, or load it."""
         backbone = self.model.backbone
         if self.config["pretrained_path"]:
-            backbone.load_state_dict(load_checkpoint(self.config["pretrained_path"], self.device)["state_dict"])
+            load_weights(backbone, self.config["pretrained_path"], self.device, "pretrained_path")
             self._log("pretrain", f"loaded backbone from {self.config['pretrained_path']}")
             return
         config = config_with(self.config, epochs=self.config["pretrain_epochs"])
@@ -372,7 +374,11 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
             self._log("resume", f"no state file {self.state_file} for these settings{self._other_states()}; "
                       "starting from the beginning")
             return
-        state = load_checkpoint(self.state_file, self.device)
+        try:
+            state = load_checkpoint(self.state_file, self.device)
+        except CheckpointError as err:
+            raise CheckpointError(f"resume: {err}; delete {self.state_file} to start from the beginning, "
+                                  "or run without resume=True") from None
         differing = differing_keys(state.get("settings", {}), self.stage_settings)
         if differing:
             raise SettingsError(f"resume: {self.state_file} was written with other values of "

@@ -32,18 +32,22 @@ from recbole_invrl.model.mask_forms import MaskForm
 def backbone_class_of(config) -> type:
     """The model class ``invrl_backbone`` names: a plugin multimodal model with
     ``invariance_parts`` (eq. 14 form) or ``forward_parts`` (the forward path)."""
+    from recbole_invrl.settings import SettingsError
     from recbole_invrl.utils import get_model
 
     name = config["invrl_backbone"] or "UltraGCNMM"
-    model = get_model(name)
+    try:
+        model = get_model(name)
+    except SettingsError as err:
+        raise SettingsError(f"invrl_backbone: {str(err).removeprefix('model: ')}") from None
     if not (isinstance(model, type) and issubclass(model, MultimodalRecommender)
             and (hasattr(model, "invariance_parts") or hasattr(model, "forward_parts"))):
-        raise ValueError(f"invrl_backbone: '{name}' cannot be InvRL's backbone; expected a recbole_invrl multimodal "
+        raise SettingsError(f"invrl_backbone: '{name}' cannot be InvRL's backbone; expected a recbole_invrl multimodal "
                          "model with invariance_parts or forward_parts (e.g. UltraGCNMM, VBPR, MMGCN)")
     path = config["invariance_path"] or "auto"
     needs = {"eq14": "invariance_parts", "forward": "forward_parts"}.get(path)
     if needs and not hasattr(model, needs):
-        raise ValueError(f"invariance_path: {path} needs {needs}, which invrl_backbone '{name}' does not have; "
+        raise SettingsError(f"invariance_path: {path} needs {needs}, which invrl_backbone '{name}' does not have; "
                          "use auto")
     return model
 
