@@ -1,5 +1,27 @@
-"""Install recbole-invrl: ``pip install -e . -c constraints/pinned.txt`` (README: Quick start)."""
+"""Install recbole-invrl (README: Quick start; docs/compatibility.md for the Python versions).
+
+The top-level ``dataset_configs/`` is the place to edit dataset settings; a built package
+(``pip install .``, a wheel) carries a copy inside, as ``recbole_invrl/dataset_configs/``.
+"""
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).resolve().parent
+
+
+class BuildPyWithDatasetConfigs(build_py):
+    """``build_py`` that also copies ``dataset_configs/*.yaml`` into the built package."""
+
+    def run(self):
+        super().run()
+        target = Path(self.build_lib) / "recbole_invrl" / "dataset_configs"
+        target.mkdir(parents=True, exist_ok=True)
+        for file in sorted((ROOT / "dataset_configs").glob("*.yaml")):
+            shutil.copy2(file, target / file.name)
+
 
 setup(
     name="recbole-invrl",
@@ -8,11 +30,12 @@ setup(
         "Invariant Representation Learning for Multimedia Recommendation "
         "(InvRL, MM'22) as a RecBole 1.2 plugin"
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    # RecBole 1.2.1 requires ray <= 2.6.3, whose wheels stop at CPython 3.11; numpy 2.x
-    # (and so the current stack) needs 3.10 or newer.
-    python_requires=">=3.10,<3.12",
+    # RecBole 1.2.1 requires ray <= 2.6.3, whose wheels stop at CPython 3.11: on 3.12 and
+    # newer, install with uv and constraints/overrides.txt, which drops ray there (nothing
+    # here imports it). numpy 2.x (the current stack) needs 3.11 or newer.
+    python_requires=">=3.10",
     packages=find_packages(include=["recbole_invrl", "recbole_invrl.*"]),
     package_data={"recbole_invrl": ["properties/*.yaml", "properties/model/*.yaml"]},
     install_requires=[
@@ -31,9 +54,16 @@ setup(
         "tensorboard>=2.10",
         "matplotlib>=3.7",  # the paper-experiment plots
         # ray (pulled by recbole) needs pkg_resources, gone from setuptools 81.
-        "setuptools<81",
+        "setuptools<81; python_version < '3.12'",
         # run_hyper.py: RecBole's HyperTuning (its exhaustive search is shimmed for >= 0.2.7).
         "hyperopt>=0.2.5,<0.4",
     ],
     extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": [
+        "recbole-invrl = recbole_invrl.__main__:run_model",
+        "recbole-invrl-benchmark = recbole_invrl.__main__:benchmark",
+        "recbole-invrl-experiment = recbole_invrl.__main__:experiment",
+        "recbole-invrl-hyper = recbole_invrl.__main__:hyper",
+    ]},
+    cmdclass={"build_py": BuildPyWithDatasetConfigs},
 )
