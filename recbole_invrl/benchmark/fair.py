@@ -75,12 +75,18 @@ class FairComparison:
         chosen = self.tune_backbone()
         for seed in self.seeds[1:]:
             self._run("backbone", self.backbone, seed, {self.key: chosen})
-        if self.backbone == "UltraGCNMM":  # the key the two share gets the same grid, chosen in the run
+        if self.backbone == "UltraGCNMM" and not self._invrl_chooses_grid():
+            # the key the two share gets the same grid, chosen in the run
             for seed in self.seeds:
                 self._run("invrl_final_grid", "InvRL", seed, {"final_proj_reg_weight": list(self.grid)})
         for seed in self.seeds:
             self.controls(seed, self._run("invrl", "InvRL", seed, {}))
         return self.log_path, self.write_table()
+
+    def _invrl_chooses_grid(self) -> bool:
+        """Whether InvRL's own final L2 already is the backbone's grid, chosen in the run."""
+        chosen = self.exp.run_config("InvRL")["final_proj_reg_weight"]
+        return isinstance(chosen, list) and sorted(chosen) == sorted(self.grid)
 
     def tune_backbone(self) -> float:
         """The backbone's regularisation chosen on the first seed's validation score."""
@@ -127,6 +133,8 @@ class FairComparison:
             row = {"role": role, "model": model, "seed": seed, "overrides": kept,
                    "best_valid_score": result["best_valid_score"], "test": result["test_result"],
                    "final_form": record.get("final_form"), "final_reg": record.get("final_proj_reg_weight"),
+                   "final_regs_tried": sorted({e["final_proj_reg_weight"] for e in record.get("final") or []
+                                               if "final_proj_reg_weight" in e}),
                    "mask_auc": _mask_auc(record),
                    "mask_path": result.get("mask_path"), "record_path": result.get("record_path")}
             self.finished[_run_key(role, seed, kept)] = row
@@ -220,6 +228,16 @@ def fair_table(rows: list[dict[str, Any]], dataset: str, backbone: str = "UltraG
     return "\n".join(lines) + "\n"
 
 
+def _final_l2(invrl_rows: list[dict[str, Any]]) -> str:
+    """InvRL's final L2 in a data set's runs: ``on valid of [...]`` where the final stage chose it
+    from several values, else the value(s) used; '–' for rows that did not record it."""
+    tried = {tuple(r["final_regs_tried"]) for r in invrl_rows if r.get("final_regs_tried")}
+    if any(len(values) > 1 for values in tried):
+        return "on valid of " + ", ".join(f"{v:g}" for v in sorted({v for values in tried for v in values}))
+    used = sorted({r["final_reg"] for r in invrl_rows if r.get("final_reg") is not None})
+    return ", ".join(f"{v:g}" for v in used) or "–"
+
+
 def _oracle_share(by_role: dict[str, list[float]]) -> str:
     """(InvRL - m = 1) / (oracle - m = 1) on the means; '–' where the oracle gains nothing."""
     if not all(by_role.get(role) for role in ("invrl", "full", "oracle")):
@@ -253,19 +271,20 @@ def fair_summary(paths: Sequence[Path]) -> str:
     """One row per ``fair*.jsonl``: each role's test N@10 (mean ± std over seeds) and InvRL's
     change over the tuned backbone, for the README."""
     lines = ["| data set | " + " | ".join(label for _, label in SUMMARY_ROLES)
-             + " | InvRL vs backbone | mask AUC | InvRL's share of the oracle's gain over m = 1 |",
-             "|---" * (len(SUMMARY_ROLES) + 4) + "|"]
+             + " | InvRL vs backbone | InvRL's final L2 | mask AUC | InvRL's share of the oracle's gain over m = 1 |",
+             "|---" * (len(SUMMARY_ROLES) + 5) + "|"]
     for path in paths:
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         by_role = {role: [r["test"][METRIC] for r in group] for role, group in _by_role(rows)[0].items()}
         cells = [_mean_std(by_role[role]) if by_role.get(role) else "–" for role, _ in SUMMARY_ROLES]
         gain = (f"{np.mean(by_role['invrl']) / np.mean(by_role['backbone']) - 1:+.1%}"
                 if by_role.get("invrl") and by_role.get("backbone") else "–")
+        final_l2 = _final_l2(_by_role(rows)[0].get("invrl", []))
         aucs = [auc for r in rows if r["role"] in ("invrl", "invrl_final_grid")
                 for auc in [r.get("mask_auc") or _mask_auc(_record(r))] if auc is not None]
         auc = f"{min(aucs):.3f}-{max(aucs):.3f}" if aucs else "–"
         lines.append(f"| {Path(path).parent.name} ({Path(path).stem}) | " + " | ".join(cells)
-                     + f" | {gain} | {auc} | {_oracle_share(by_role)} |")
+                     + f" | {gain} | {final_l2} | {auc} | {_oracle_share(by_role)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -129,6 +129,8 @@ STRUCTURES = {
     "one-modality": Structure(spurious_fields=("v_feat",)),
     "weak-boost": Structure(environments=(("A", 0.6, 1.5), ("B", 0.4, -0.5)), style_dim=2, spurious_share=0.25,
                             spurious_fields=("v_feat", "a_feat")),
+    "strong-user": Structure(environments=(("A", 0.6, 5.0), ("B", 0.4, -2.0)), unit="user", style_dim=4,
+                             spurious_share=0.75, spurious_fields=("a_feat", "t_feat")),
 }
 
 

@@ -21,9 +21,12 @@ def test_the_choice_follows_validation_where_test_disagrees():
 class FakeExperiment:
     """Scores as functions of the settings; the test scores run against the validation ones."""
 
-    def __init__(self, out: Path, test_of):
+    def __init__(self, out: Path, test_of, invrl_final_l2=0.1):
         self.dataset, self.out, self.data_folder = "fake", out, None
-        self.test_of, self.calls = test_of, []
+        self.test_of, self.calls, self.invrl_final_l2 = test_of, [], invrl_final_l2
+
+    def run_config(self, model, **overrides):
+        return {"final_proj_reg_weight": self.invrl_final_l2}
 
     def run(self, model, **overrides):
         self.calls.append((model, overrides))
@@ -86,7 +89,7 @@ def test_on_a_tiny_planted_bed_invrl_beats_its_final_model_on_the_full_content(t
     generate("dense3", 0.2, tmp_path, layout="atomic", seed=0, name="bed")
     schedule = {"data_path": str(tmp_path), "show_progress": False, "state": "WARNING", "pretrain_epochs": 15,
                 "epochs": 10, "stopping_step": 10, "invrl_iterations": 2, "num_envs": 3, "partition_epochs": 2,
-                "partition_rounds": 2, "mask_epochs": 10, "neg_num": 20}
+                "partition_rounds": 2, "mask_epochs": 10, "neg_num": 20, "final_proj_reg_weight": 0.01}
     exp = Experiment("bed", tmp_path / "out", config_dict=schedule, data_folder=tmp_path / "bed")
     FairComparison(exp, seeds=(2020,), grid=(0.01,)).run()
     rows = {row["role"]: row for row in map(json.loads, (tmp_path / "out/fair.jsonl").read_text().splitlines())}
@@ -95,6 +98,17 @@ def test_on_a_tiny_planted_bed_invrl_beats_its_final_model_on_the_full_content(t
     assert ndcg["invrl"] > 1.3 * ndcg["full"] and ndcg["oracle"] > 1.3 * ndcg["full"]
     assert rows["invrl"]["final_form"] == "cut"
 
+
+
+@pytest.mark.parametrize("invrl_l2, grid_runs", [(0.1, 2), (list(BACKBONE_GRID), 0), ([0.01, 0.1], 2)])
+def test_invrl_runs_over_the_backbone_grid_once_more_only_where_its_default_is_not_that_grid(
+        tmp_path, invrl_l2, grid_runs):
+    exp = FakeExperiment(tmp_path, lambda reg, seed: 0.1, invrl_final_l2=invrl_l2)
+    FairComparison(exp, seeds=(1, 2)).run()
+    grid = [o for m, o in exp.calls if m == "InvRL" and o.get("final_proj_reg_weight") == list(BACKBONE_GRID)]
+    assert len(grid) == grid_runs
+    roles = [json.loads(line)["role"] for line in (tmp_path / "fair.jsonl").read_text().splitlines()]
+    assert roles.count("invrl_final_grid") == grid_runs and roles.count("invrl") == 2
 
 
 def test_a_rerun_keeps_the_finished_runs_and_runs_only_the_missing_ones(tmp_path):
@@ -119,7 +133,20 @@ def test_the_summary_row_takes_the_chosen_trial_as_the_backbone_s_first_seed(tmp
     row = fair_summary([tmp_path / "fair.jsonl"]).splitlines()[2].split(" | ")
     # backbone: the chosen trial (0.1, valid best; test 0.21) and seed 2 at 0.1 (0.22); InvRL 0.11 and 0.12
     assert row[1] == "0.2150 ± 0.0071" and row[2] == "0.1150 ± 0.0071"
-    assert row[8] == "-46.5%" and row[9] == "–"  # InvRL vs backbone; no mask AUC without a truth
+    assert row[8] == "-46.5%" and row[9] == "–" and row[10] == "–"  # vs backbone; final L2 and AUC unrecorded
+
+
+@pytest.mark.parametrize("rows, shown", [
+    ([{"final_regs_tried": [0.01, 0.1, 1.0], "final_reg": 0.01}, {"final_regs_tried": [0.01, 0.1, 1.0],
+                                                                   "final_reg": 1.0}], "on valid of 0.01, 0.1, 1"),
+    ([{"final_regs_tried": [0.1], "final_reg": 0.1}, {"final_reg": 0.1}], "0.1"),
+    ([{"final_reg": 1.0}, {"final_reg": 0.01}], "0.01, 1"),
+    ([{}], "–"),
+])
+def test_the_summary_says_how_invrl_s_final_l2_was_set(rows, shown):
+    from recbole_invrl.benchmark.fair import _final_l2
+
+    assert _final_l2(rows) == shown
 
 
 def test_a_rerun_keeps_every_finished_control_when_there_is_an_oracle(tmp_path, monkeypatch):

@@ -220,7 +220,8 @@ def test_user_environments_give_every_user_one_environment_in_its_share():
 
 
 @pytest.mark.parametrize("name, spurious", [("one-modality", {"v_feat": 32, "a_feat": 0, "t_feat": 0}),
-                                            ("weak-boost", {"v_feat": 16, "a_feat": 16, "t_feat": 0})])
+                                            ("weak-boost", {"v_feat": 16, "a_feat": 16, "t_feat": 0}),
+                                            ("strong-user", {"v_feat": 0, "a_feat": 48, "t_feat": 48})])
 def test_structures_plant_style_in_the_modalities_they_name(tmp_path, name, spurious):
     folder = synthetic.generate("dense3", 0.1, tmp_path, seed=2, structure=name)
     assert folder.name == f"planted-{name}"

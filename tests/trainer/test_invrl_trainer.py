@@ -339,7 +339,7 @@ def test_each_form_gets_a_fresh_final_model_and_the_best_on_validation_is_kept(c
         return real_fit(self, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "fit", fit)
-    result = run(clusters, final_mask_forms=["soft", "cut", "top"], final_mask_top=0.25)
+    result = run(clusters, final_mask_forms=["soft", "cut", "top"], final_mask_top=0.25, final_proj_reg_weight=0.1)
     record = json.loads(open(result["record_path"]).read())
     assert [entry["form"] for entry in record["final"]] == ["soft", "cut", "top"]
     scores = [entry["valid_score"] for entry in record["final"]]
@@ -360,7 +360,8 @@ def test_each_form_gets_a_fresh_final_model_and_the_best_on_validation_is_kept(c
 
 def test_forms_that_give_the_same_gate_train_one_final_model(clusters, tmp_path):
     np.save(tmp_path / "ones.npy", np.ones(133, dtype=np.float32))
-    result = run(clusters, fixed_mask=str(tmp_path / "ones.npy"), final_mask_forms=["soft", "cut"])
+    result = run(clusters, fixed_mask=str(tmp_path / "ones.npy"), final_mask_forms=["soft", "cut"],
+                 final_proj_reg_weight=0.1)
     record = json.loads(open(result["record_path"]).read())
     assert [entry["form"] for entry in record["final"]] == ["soft"] and record["final_form"] == "soft"
     assert os.path.isfile(result["saved_model_file"])
