@@ -115,3 +115,15 @@ def test_a_truncated_resume_state_is_one_line_that_says_to_delete_it(clusters, t
     path = str(Path("saved") / state.name)
     assert last.startswith(f"error: resume: cannot load checkpoint {path} with weights_only=True"), last
     assert last.endswith(f"delete {path} to start from the beginning, or run without resume=True"), last
+
+
+def test_more_environments_than_training_interactions_is_one_line(clusters, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_script", REPO / "run_recbole_invrl.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = [f"--{k}={v}" for k, v in {**TINY_INVRL, "num_envs": 1000}.items()]
+    assert script.main(["--model=InvRL", "--dataset=clusters", f"--data_path={clusters}", *args]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "error: num_envs: expected at most the 160 training interactions of clusters, got 1000"

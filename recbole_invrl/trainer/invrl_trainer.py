@@ -111,6 +111,10 @@ class InvRLTrainer(CompatTrainerMixin, Trainer):
 
     # ------------------------------------------------------------------ Algorithm 1
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        n_train = len(train_data._dataset)
+        if not self.config["fixed_mask"] and self.config["num_envs"] > n_train:
+            raise SettingsError(f"num_envs: expected at most the {n_train} training interactions of "
+                                f"{self.config['dataset']}, got {self.config['num_envs']}")
         if self.config["resume"]:
             self._restore_state()
         iterations = self.config["invrl_iterations"]
