@@ -11,37 +11,32 @@ runs its command line; all of them work from any folder (data in ``./atomic_data
 """
 from __future__ import annotations
 
+import importlib
 import sys
 
 from recbole_invrl.threads import configure_threads
 
 
-def run_model() -> int:
+def _main_of(module: str) -> int:
+    """``module.main()``, with the thread team sized before the module imports torch."""
     configure_threads()
-    from recbole_invrl.cli import main
+    return importlib.import_module(module).main()
 
-    return main()
+
+def run_model() -> int:
+    return _main_of("recbole_invrl.cli")
 
 
 def benchmark() -> int:
-    configure_threads()
-    from recbole_invrl.benchmark.runner import main
-
-    return main()
+    return _main_of("recbole_invrl.benchmark.runner")
 
 
 def experiment() -> int:
-    configure_threads()
-    from recbole_invrl.benchmark.experiments import main
-
-    return main()
+    return _main_of("recbole_invrl.benchmark.experiments")
 
 
 def hyper() -> int:
-    configure_threads()
-    from recbole_invrl.hyper import main
-
-    return main()
+    return _main_of("recbole_invrl.hyper")
 
 
 if __name__ == "__main__":
