@@ -150,3 +150,13 @@ def test_hostile_text_on_the_command_line_and_in_a_search_space_runs_nothing(tin
                     f"--data_path={tmp_path}", f"--params_file={space}", "--max_evals=1", "--epochs=1",
                     f"--output_file={tmp_path / 'out.txt'}"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert not marker.exists() and not (tmp_path / "log").exists()
+
+
+def test_datasets_are_looked_for_in_the_current_folder_or_the_variable(tmp_path, monkeypatch):
+    from recbole_invrl.config import DATA_PATH_VARIABLE, default_data_path
+
+    monkeypatch.delenv(DATA_PATH_VARIABLE, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_data_path() == tmp_path / "atomic_data"
+    monkeypatch.setenv(DATA_PATH_VARIABLE, str(tmp_path / "elsewhere"))
+    assert default_data_path() == tmp_path / "elsewhere"
