@@ -35,6 +35,25 @@ def _my_purity(found, planted):
     return total / len(found)
 
 
+def _pair_ari(a, b) -> float:
+    """Adjusted Rand index from its definition: pairs together in both, in a, in b."""
+    a, b = np.asarray(a), np.asarray(b)
+    same_a = a[:, None] == a[None, :]
+    same_b = b[:, None] == b[None, :]
+    upper = np.triu(np.ones_like(same_a), k=1)
+    both, in_a, in_b = (same_a & same_b & upper).sum(), (same_a & upper).sum(), (same_b & upper).sum()
+    pairs = len(a) * (len(a) - 1) / 2
+    expected = in_a * in_b / pairs
+    return float((both - expected) / ((in_a + in_b) / 2 - expected))
+
+
+def _pair_auc(labels, values) -> float:
+    """ROC-AUC as the share of (positive, negative) pairs ordered right, ties counting half."""
+    labels, values = np.asarray(labels), np.asarray(values)
+    pos, neg = values[labels == 1], values[labels == 0]
+    return float(((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])).mean())
+
+
 def _roles(folder: Path, fields) -> np.ndarray:
     modalities = json.loads((folder / "truth.json").read_text())["modalities"]
     roles = []
@@ -59,6 +78,7 @@ def test_diagnose_reports_figures_computed_independently(bed, tmp_path, monkeypa
     envs = _final_envs(tmp_path)
     last = report["partition"][-1]
     assert last["ari"] == pytest.approx(adjusted_rand_score(planted, envs))
+    assert last["ari"] == pytest.approx(_pair_ari(planted, envs))
     assert last["purity"] == pytest.approx(_my_purity(envs, planted))
     assert len(report["partition"]) == 4
 
@@ -67,6 +87,7 @@ def test_diagnose_reports_figures_computed_independently(bed, tmp_path, monkeypa
     roles = _roles(bed / "bed", record["mask_fields"])
     known = roles >= 0
     assert report["mask"][-1]["auc"] == pytest.approx(roc_auc_score(roles[known], mask[known]))
+    assert report["mask"][-1]["auc"] == pytest.approx(_pair_auc(roles[known], mask[known]))
     assert report["mask"][-1]["gate_ratio"] == pytest.approx(mask[roles == 1].mean() / mask[roles == 0].mean())
 
     # the oracle mask's final model, trained here

@@ -462,3 +462,31 @@ def test_a_user_seen_only_in_validation_and_test_still_sets_the_item_offset(tmp_
     items = read_atomic(folder / "toy.item")
     rows = {int(i): [float(x) for x in row.split()] for i, row in zip(items["item_id:token"], items["v_feat:float_seq"])}
     assert rows == {k: [3.0 * k, 3.0 * k + 1, 3.0 * k + 2] for k in range(5)}
+
+
+def test_rows_ids_and_item_counts_of_the_release_lists():
+    from recbole_invrl.data.convert.atomic import DenseFeature, WordFeature
+    from recbole_invrl.data.convert.grcn import _Raw, _count_items, _flatten_ints, _is_row, _to_split
+
+    assert _is_row([1, 2]) and _is_row((1,)) and _is_row(np.array([1, 2], dtype=np.uint8))
+    assert not _is_row(np.array([[1, 2]])) and not _is_row(np.array([1.0])) and not _is_row(np.int64(3))
+    assert _flatten_ints([[1, 2], np.array([3])], 3, "x.npy").tolist() == [1, 2, 3]
+    with pytest.raises(ConversionError, match=r"^x\.npy row 1 \(position 1\): expected an integer id, got NoneType$"):
+        _flatten_ints([[1, 2], [3, None]], 4, "x.npy")
+    with pytest.raises(ConversionError, match=r"^x\.npy: ids do not fit in 64-bit integers$"):
+        _flatten_ints([[2 ** 70]], 1, "x.npy")
+    raw = _Raw("train", "train.npy", np.array([0, 1]), np.array([3, 7]), np.array([0, 1]))
+    words = WordFeature("t_words", "feat_t.pt", np.array([0, 9]), np.array([1, 1]))
+    assert _count_items([raw], [], n_users=3) == (5, "")  # items 0 and 4 stored as 3 and 7
+    assert _count_items([raw], [words], n_users=3) == (10, "")  # a word list names item 9
+    empty = _Raw("train", "train.npy", np.array([], dtype=np.int64), np.array([], dtype=np.int64), np.array([]))
+    assert _count_items([empty], [], n_users=3) == (0, "")
+    dense = DenseFeature("v_feat", "v_feat.npy", np.zeros((6, 2)))
+    assert _count_items([raw], [dense], n_users=3) == (6, "v_feat.npy")
+    split = _to_split(raw, n_users=3, n_items=5, items_from="v_feat.npy")  # item 0 is a real item
+    assert split.items.tolist() == [0, 4]
+    low = _Raw("valid", "val_full.npy", np.array([0]), np.array([2]), np.array([4]), np.array([1]))
+    with pytest.raises(ConversionError, match=r"^val_full\.npy row 4 \(position 1\): item id 2 is below the item "
+                                              r"offset n_users=3 \(items are stored as item \+ n_users; the largest "
+                                              r"user id is 2\)$"):
+        _to_split(low, n_users=3, n_items=5, items_from="v_feat.npy")

@@ -120,7 +120,9 @@ BAD = {
                         ["image_feat.npy", "pickled Python objects"]),
     "ragged inter": (lambda s: (s / "baby.inter").write_text(
         "userID\titemID\trating\ttimestamp\tx_label\n0\t1\t5\t1\t0\n1\t2\t3\t4\t0\t9\t9\n"),
-        ["baby.inter: cannot parse"]),
+        ["baby.inter: cannot parse as tab-separated text (Error tokenizing data. C error: Expected 5 fields in "
+         "line 3, saw 7)"]),
+    "negative user": (_set_cell(5, 0, -2), ["baby.inter row 5: negative userID -2"]),
 }
 
 
@@ -138,3 +140,16 @@ def test_bad_input(tmp_path, case):
     assert "\n" not in msg
     assert not (out / "baby").exists()
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_integer_columns_come_back_as_int64_and_a_bad_value_names_its_line():
+    from recbole_invrl.data.convert.mmrec import _int_column
+
+    for column in (pd.Series([1, 2, 3]), pd.Series(["1", "2", "3"]), pd.Series([1.0, 2.0, 3.0])):
+        values = _int_column(column, "userID", "x.inter")
+        assert values.dtype == np.int64 and values.tolist() == [1, 2, 3]
+    # row 1 of the data is line 3 of the file (the header is line 1)
+    with pytest.raises(ConversionError, match=r"^x\.inter row 1: itemID '2\.5' is not an integer \(line 3\)$"):
+        _int_column(pd.Series(["1", "2.5", "3"]), "itemID", "x.inter")
+    with pytest.raises(ConversionError, match=r"^x\.inter row 2: itemID 'b' is not an integer \(line 4\)$"):
+        _int_column(pd.Series(["1", "2", "b"]), "itemID", "x.inter")

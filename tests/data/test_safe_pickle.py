@@ -208,3 +208,110 @@ def test_pt_corrupt(tmp_path):
     (tmp_path / "feat_a.pt").write_bytes(b"not a zip file at all")
     with pytest.raises(ConversionError, match=r"^feat_a.pt: "):
         load_pt(tmp_path / "feat_a.pt")
+
+
+def test_every_npy_format_version_loads(tmp_path):
+    """Headers 1.0, 2.0 and 3.0, for numeric and for object arrays."""
+    numeric = np.arange(6, dtype=np.int64).reshape(2, 3)
+    objects = obj_array([np.array([1, 2]), [3, 4]])
+    for version in ((1, 0), (2, 0), (3, 0)):
+        for name, arr in (("n", numeric), ("o", objects)):
+            path = tmp_path / f"{name}{version[0]}.npy"
+            with open(path, "wb") as f:
+                np.lib.format.write_array(f, arr, version=version, allow_pickle=True)
+            loaded = load_npy(path)
+            if name == "n":
+                np.testing.assert_array_equal(loaded, numeric)
+            else:
+                assert loaded[0].tolist() == [1, 2] and loaded[1] == [3, 4]
+
+
+def test_messages_name_the_file_and_the_fault(tmp_path):
+    np.save(tmp_path / "o.npy", obj_array([[1]]), allow_pickle=True)
+    with pytest.raises(ConversionError, match=r"^o\.npy: holds pickled Python objects \(dtype object\); expected a "
+                                              r"numeric array$"):
+        load_npy(tmp_path / "o.npy", allow_pickle_types=False)
+    with pytest.raises(ConversionError, match=rf"^gone\.npy: file not found \({tmp_path / 'gone.npy'}\)$"):
+        load_npy(tmp_path / "gone.npy")
+    write_object_npy(tmp_path / "s.npy", pickle.dumps(obj_array([1, 2]), protocol=2), shape=(3,))
+    with pytest.raises(ConversionError, match=r"^s\.npy: corrupt object array \(header says shape \(3,\)\)$"):
+        load_npy(tmp_path / "s.npy")
+    write_object_npy(tmp_path / "l.npy", pickle.dumps([1, 2], protocol=2), shape=(2,))  # not an array at all
+    with pytest.raises(ConversionError, match=r"^l\.npy: corrupt object array \(header says shape \(2,\)\)$"):
+        load_npy(tmp_path / "l.npy")
+    write_object_npy(tmp_path / "t.npy", b"\x80\x02]q\x00(K\x01")  # cut short
+    with pytest.raises(ConversionError, match=r"^t\.npy: truncated or corrupt file \((?!None\))[^)\n]+\)$"):
+        load_npy(tmp_path / "t.npy")
+    np.save(tmp_path / "n.npy", np.arange(100, dtype=np.int64))
+    data = (tmp_path / "n.npy").read_bytes()
+    (tmp_path / "n.npy").write_bytes(data[:-40])  # a numeric array cut short: numpy's own error, named
+    with pytest.raises(ConversionError, match=r"^n\.npy: truncated or corrupt file \((?!None\))[^\n]+\)$"):
+        load_npy(tmp_path / "n.npy")
+
+
+def test_a_corrupt_file_message_takes_the_first_line_or_the_error_type():
+    from recbole_invrl.data.convert.safe_pickle import _corrupt
+
+    assert str(_corrupt("f.npy", ValueError("first\nsecond"))) == "f.npy: truncated or corrupt file (first)"
+    assert str(_corrupt("f.npy", EOFError())) == "f.npy: truncated or corrupt file (EOFError)"
+
+
+def test_persistent_ids_and_array_subclasses_are_refused(tmp_path):
+    import io
+
+    class Persistent(pickle.Pickler):
+        def persistent_id(self, obj):
+            return "ref" if obj == "x" else None
+
+    buffer = io.BytesIO()
+    Persistent(buffer, protocol=2).dump(["x"])
+    write_object_npy(tmp_path / "p.npy", buffer.getvalue())
+    with pytest.raises(UnsafePickleError, match=r"^refused to unpickle persistent id from p\.npy: only arrays, lists, "
+                                                r"dicts, sets and integers are allowed$"):
+        load_npy(tmp_path / "p.npy")
+    class NotAnArray:  # numpy's _reconstruct asked to build another (allowed) class
+        def __reduce__(self):
+            return np.ndarray.__reduce__(np.zeros(1))[0], (np.dtype, (0,), b"b")
+
+    write_object_npy(tmp_path / "m.npy", pickle.dumps(obj_array([NotAnArray()]), protocol=2))
+    with pytest.raises(UnsafePickleError, match=r"^refused to unpickle array subclass <class 'numpy\.dtype'> from m\.npy"):
+        load_npy(tmp_path / "m.npy")
+
+
+def test_codecs_encode_is_admitted_for_latin1_strings_only():
+    from recbole_invrl.data.convert.safe_pickle import _latin1_encode, _Refused
+
+    assert _latin1_encode("a\xff", "latin1") == b"a\xff" and _latin1_encode("b", "latin-1") == b"b"
+    for args, message in ((("abc",), "_codecs.encode(str, 'utf-8')"), ((b"abc", "latin1"), "_codecs.encode(bytes, 'latin1')"),
+                          (("abc", "latin1", "strict"), "_codecs.encode(str, 'latin1')")):
+        with pytest.raises(_Refused) as refused:
+            _latin1_encode(*args)
+        assert str(refused.value) == message
+
+
+def test_the_contents_walk_checks_every_entry():
+    from recbole_invrl.data.convert.safe_pickle import check_contents
+
+    inner = [1, 2]
+    for bad in (["bad", np.int64(3)], ["bad", inner, inner], {1: "bad"}, [np.array(["a", "b"])]):
+        with pytest.raises(UnsafePickleError, match="x.npy: pickled data holds an"):
+            check_contents(bad, "x.npy")
+    check_contents({1: [np.int32(2), {3, 4}], 5: (np.bool_(True), np.zeros(2))}, "x.npy")
+
+
+def test_pt_messages_name_the_file(tmp_path):
+    with pytest.raises(ConversionError, match=rf"^gone\.pt: file not found \({tmp_path / 'gone.pt'}\)$"):
+        load_pt(tmp_path / "gone.pt")
+    torch.save({"f": SystemCall("true")}, tmp_path / "evil.pt")
+    with pytest.raises(pickle.UnpicklingError) as refused:  # what torch itself says, first line
+        torch.load(tmp_path / "evil.pt", weights_only=True)
+    first_line = str(refused.value).strip().splitlines()[0]
+    with pytest.raises(ConversionError) as error:
+        load_pt(tmp_path / "evil.pt")
+    assert str(error.value) == ("evil.pt: refused or unreadable pickle in a .pt file (only tensors load with "
+                                f"weights_only=True): {first_line}")
+    torch.save(torch.ones(3), tmp_path / "whole.pt")
+    data = (tmp_path / "whole.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConversionError, match=r"^half\.pt: truncated or corrupt file \(PytorchStreamReader failed[^\n]+\)$"):
+        load_pt(tmp_path / "half.pt")

@@ -108,3 +108,17 @@ def test_end_to_end_legacy_is_reported_and_not_below_ndcg(tmp_path, atomic_datas
         assert result[split]["legacyndcg@10"] >= result[split]["ndcg@10"] > 0
     assert result["best_valid_score"] == result["best_valid_result"]["legacyndcg@10"]
     assert result["valid_score_bigger"] is True
+
+
+def test_registration_puts_the_class_where_recbole_looks_it_up():
+    import recbole.evaluator
+    import recbole.evaluator.metrics
+    import recbole.evaluator.register as register
+
+    register_legacy_ndcg()
+    register_legacy_ndcg()  # twice: no duplicate entries
+    assert recbole.evaluator.LegacyNDCG is LegacyNDCG and recbole.evaluator.metrics.LegacyNDCG is LegacyNDCG
+    assert register.metrics_dict["legacyndcg"] is LegacyNDCG
+    assert register.metric_types["legacyndcg"] == EvaluatorType.RANKING
+    assert register.metric_information["legacyndcg"] == ["rec.topk"]
+    assert "legacyndcg" not in register.smaller_metrics and None not in register.smaller_metrics

@@ -3,6 +3,7 @@ row W[0] alone decides how content moves scores."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_invrl.invariance import FrozenBackbone, TrainingInteractions
 from recbole_invrl.model.general_recommender import UltraGCNMM
@@ -63,3 +64,27 @@ def pretrained_bed(tmp_path_factory):
     planted = np.load(folder / "train_env.npy")
     assert len(planted) == len(interactions)
     return FrozenBackbone(model), interactions, planted
+
+
+def _eq10_reference(U, T, W, content, mu, users, items, row_envs, envs, id_dims):
+    """(risk, penalty) of eq. 10 written out from the raw tables, with no helper of the code
+    under test: per environment UltraGCN's loss by hand (gamma_C = 0: softplus(-s_pos) + mean
+    softplus(s_neg), summed over rows), g_e = dL^e / dW by autograd, the risk the mean over
+    ``envs`` and the penalty sum((sum_e (g_e - mean g)^2 * m)^2)."""
+    risks, grads = [], []
+    for e in envs:
+        u, it = users[row_envs == e], items[row_envs == e]
+        s = (U[u, :id_dims].unsqueeze(1) * T[it]).sum(-1) + torch.einsum(
+            "bc,cd,bmd->bm", U[u, id_dims:], W, content[it] * mu)
+        env_loss = (F.softplus(-s[:, 0]) + F.softplus(s[:, 1:]).mean(1)).sum()
+        risks.append(env_loss)
+        grads.append(torch.autograd.grad(env_loss, W, create_graph=True)[0])
+    grads = torch.stack(grads)
+    penalty = ((((grads - grads.mean(0)) ** 2).sum(0) * mu) ** 2).sum()
+    return torch.stack(risks).mean(), penalty
+
+
+@pytest.fixture
+def eq10_reference():
+    """The ``_eq10_reference`` function."""
+    return _eq10_reference

@@ -217,3 +217,146 @@ def test_mask_learning_on_a_graph_model_runs_with_anomaly_mode_on(graph_model):
                              mask_lr=0.01, alpha=1.0, lam=0.1)
         assert torch.is_anomaly_enabled()
     assert history[0]["grad_norm_penalty"] > 0
+
+
+def test_environment_loss_on_ultragcn_mm_equals_a_reference_from_the_raw_tables(build, toy_data):
+    """Eq. 6 on the forward path, written out: each row scored by its own environment's
+    copy, <p_u^(t), t_i> + <p_u^(c), W_e ((1 - m) * c_i)> with c_i the item's feature row
+    over its norm; UltraGCN's loss with beta (eq. 18) from the training degrees; the L1
+    (weighted by m) and L2 of the active environments only (environment 1 is empty)."""
+    model, interactions = build_model(build, UltraGCNMM, embedding_size=3, content_size=2, neg_num=3, gamma_i=0.0,
+                                      content_fields=["v_feat"], proj_reg_weight=0.3)
+    generator = torch.Generator().manual_seed(21)
+    with torch.no_grad():
+        model.user_embedding.weight.normal_(generator=generator)
+        model.item_embedding.weight.normal_(generator=generator)
+    view = ForwardBackbone(model)
+    mask = torch.tensor([0.9, 0.4, 0.1, 0.0])
+    models = ForwardEnvironmentModels(view, 3, mask, l1_weight=0.5)
+    with torch.no_grad():
+        for env_model in models.models:
+            env_model.projection.weight.normal_(generator=generator)
+    content = _raw_content(model)
+    users_all, items_all = interactions.users, interactions.items
+    d_u = torch.bincount(users_all, minlength=model.n_users).double()
+    d_i = torch.bincount(items_all, minlength=model.n_items).double()
+
+    def beta(u, i):
+        return float((d_u[u] + 1).sqrt() / d_u[u] / (d_i[i] + 1).sqrt())
+
+    envs = torch.where(torch.arange(len(interactions)) % 3 == 0, 0, 2)
+    torch.manual_seed(4)
+    batch = environment_batches(envs, 3, 64, cycle=False)[0]
+    assert batch.active_envs == [True, False, True]
+    users, positives, negatives, items = view.training_batch(interactions, batch.index)
+    U, T = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    expected = 0.0
+    for u, e, row in zip(users.tolist(), envs[batch.index].tolist(), items.tolist()):
+        W = models.models[e].projection.weight.detach()
+        s = [float(U[u, :3] @ T[i] + U[u, 3:] @ (W @ ((1 - mask) * content[i]))) for i in row]
+        expected += (1 + beta(u, row[0])) * float(F.softplus(torch.tensor(-s[0])))
+        expected += sum((1 + beta(u, j)) * float(F.softplus(torch.tensor(v))) for j, v in zip(row[1:], s[1:])) / 3
+    for e in (0, 2):
+        W = models.models[e].projection.weight.detach()
+        expected += 0.5 * float((W.abs() * mask).sum()) + 0.5 * 0.3 * float(W.square().sum())
+    loss = models.loss(users, positives, negatives, items, batch)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+    optimizers = models.optimizer(0.03)
+    assert len(optimizers) == 1 and optimizers[0].param_groups[0]["lr"] == 0.03
+    assert [id(p) for p in optimizers[0].param_groups[0]["params"]] == [id(m.projection.weight) for m in models.models]
+    loss.backward()
+    assert models.models[1].projection.weight.grad is None  # no row, no penalty: not in the graph
+    models.models[1].projection.weight.grad = torch.ones(2, 4)  # as a step of its own would leave it
+    models.drop_inactive_gradients(batch)
+    assert models.models[1].projection.weight.grad is None
+    assert all(models.models[e].projection.weight.grad.abs().sum() > 0 for e in (0, 2))
+
+
+def test_fresh_environment_copies_see_the_whole_content(mmgcn):
+    model, _ = mmgcn
+    mask = torch.rand(model.content.dim, generator=torch.Generator().manual_seed(0))
+    fresh = ForwardEnvironmentModels(ForwardBackbone(model), 2, mask, 0.0, fresh=True)
+    shared = ForwardEnvironmentModels(ForwardBackbone(model), 2, mask, 0.0)
+    for env_model in fresh.models:
+        assert torch.equal(env_model.content.content_mask, torch.ones(model.content.dim))
+    for env_model in shared.models:
+        torch.testing.assert_close(env_model.content.content_mask, 1 - mask)
+    torch.testing.assert_close(fresh.invariant_gate, mask)
+
+
+def _raw_content(model):
+    """c_i of every internal item id of the ``toy_data`` set, from the matrix the fixture
+    wrote (each id's row found by its values), divided by its norm."""
+    features = np.random.default_rng(1).normal(size=(N_ITEMS, 4))
+    content = torch.zeros(model.n_items, 4)
+    loaded = model.content.dense_v_feat
+    for internal in range(1, model.n_items):
+        (row,) = [r for r in range(N_ITEMS) if np.allclose(loaded[internal].numpy(), features[r], atol=1e-6)]
+        content[internal] = torch.tensor(features[row] / np.linalg.norm(features[row]), dtype=torch.float32)
+    return content
+
+
+def test_forward_mask_loss_on_ultragcn_mm_equals_a_reference_from_the_raw_tables(build, toy_data, eq10_reference):
+    """Eq. 10 through the forward pass, against the raw tables with autograd for
+    g_e = dL^e / dW (gamma_C = 0: softplus(-s_pos) + mean softplus(s_neg)); environment 1
+    is empty and takes no part."""
+    model, interactions = build_model(build, UltraGCNMM, embedding_size=3, content_size=2, neg_num=3, gamma_i=0.0,
+                                      gamma_c=0.0, content_fields=["v_feat"], proj_reg_weight=0.2)
+    generator = torch.Generator().manual_seed(31)
+    with torch.no_grad():
+        model.user_embedding.weight.normal_(generator=generator)
+        model.item_embedding.weight.normal_(generator=generator)
+        model.projection.weight.normal_(generator=generator)
+    content = _raw_content(model)
+    mask = torch.tensor([0.8, 0.3, 0.6, 0.1])
+    learner = ForwardMaskLearner(ForwardBackbone(model), mask, num_envs=3, sigma=0.0)
+    envs = torch.where(torch.arange(len(interactions)) % 3 == 0, 0, 2)
+    torch.manual_seed(6)
+    batch = environment_batches(envs, 3, 64, cycle=True)[0]
+    assert batch.active_envs == [True, False, True]
+    users, positives, negatives, items = learner.frozen.training_batch(interactions, batch.index)
+    parts = learner.loss(users, positives, negatives, items, batch, alpha=1.5, lam=0.1)
+
+    U, T = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    W = learner.model.projection.weight
+    mu = learner.mask
+    risk, penalty = eq10_reference(U, T, W, content, mu, users, items, envs[batch.index], (0, 2), id_dims=3)
+    total = risk + 1.5 * penalty + 0.1 * (mu ** 2).sum() + 0.5 * 0.2 * (W ** 2).sum()
+    assert penalty > 0
+    for new, old in ((parts.risk, risk), (parts.penalty, penalty), (parts.total, total)):
+        torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(torch.autograd.grad(parts.total, mu, retain_graph=True)[0],
+                               torch.autograd.grad(total, mu)[0], rtol=1e-4, atol=1e-6)
+
+
+def test_the_forward_mask_model_starts_from_the_pretrained_weights_or_a_small_draw(mmgcn):
+    model, _ = mmgcn
+    view = ForwardBackbone(model)
+    mask = torch.full((model.content.dim,), 0.5)
+    pretrained = ForwardMaskLearner(view, mask, 2, 0.01)
+    torch.manual_seed(0)
+    fresh = ForwardMaskLearner(view, mask, 2, 0.01, model_start="random")
+    for (kept, _), (redrawn, _), (original, _) in zip(pretrained.model.forward_parts().weights,
+                                                      fresh.model.forward_parts().weights,
+                                                      model.forward_parts().weights):
+        assert torch.equal(kept, original)
+        assert redrawn.abs().max() < 0.06 and 0.003 < redrawn.std() < 0.02 and redrawn.mean().abs() < 0.01
+    with pytest.raises(ValueError, match="mask_model_start"):
+        ForwardMaskLearner(view, mask, 2, 0.01, model_start="warm")
+
+
+def test_the_forward_view_freezes_the_backbone_and_names_what_is_missing(mmgcn, build, toy_data):
+    model, _ = mmgcn
+    view = ForwardBackbone(model)
+    assert not any(p.requires_grad for p in model.parameters())
+    copy = view.trainable_copy()
+    words = copy.content.word_embeddings["t_words"].weight
+    assert words is model.content.word_embeddings["t_words"].weight and not words.requires_grad
+    with pytest.raises(ValueError, match=r"^Linear has no forward_parts: it cannot be InvRL's backbone on the "
+                                         r"forward path$"):
+        ForwardBackbone(torch.nn.Linear(2, 2))
+    ultra, _ = build_model(build, UltraGCNMM, neg_num=3, word_embedding_size=2)
+    with pytest.raises(ValueError, match=r"^partition_models: fresh needs UltraGCNMM.reset_parameters on the "
+                                         r"forward path; use shared$"):
+        ForwardBackbone(ultra).trainable_copy(fresh=True)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_invrl.invariance import MaskLearner, environment_batches
 from recbole_invrl.invariance.mask import learn_mask, mask_summary
@@ -129,6 +130,55 @@ def test_loss_equals_a_dense_autograd_reference(frozen_factory):
                                    torch.autograd.grad(total, param, retain_graph=True)[0], rtol=1e-4, atol=1e-7)
 
 
+def _random_tables_bed(frozen_factory, seed: int, proj_reg_weight: float):
+    """A small planted bed on a frozen UltraGCN-MM (gamma_C = 0) whose id tables are redrawn
+    from ``seed``: (features, frozen, interactions, dataset, environments, the generator)."""
+    features, pairs, planted = stable_and_flipping_data(n_users=8, n_items=24, per_env=(3, 2))
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=8, gamma_c=0.0,
+                                                proj_reg_weight=proj_reg_weight)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        frozen.model.user_embedding.weight.normal_(generator=generator)
+        frozen.model.item_embedding.weight.normal_(generator=generator)
+    return features, frozen, interactions, data, _envs_for(interactions, data, pairs, planted), generator
+
+
+def test_loss_equals_a_reference_from_the_raw_tables(frozen_factory, eq10_reference):
+    """Eq. 10 written out from the model's embedding tables and the raw features (c_i: the
+    item's feature row over its norm), with autograd for g_e = dL^e / dW and UltraGCN's
+    loss by hand (gamma_C = gamma_I = 0: softplus(-s_pos) + mean softplus(s_neg)): no
+    helper of the code under test. A third, empty environment takes no part in the risk
+    or the penalty."""
+    features, frozen, interactions, data, envs, generator = _random_tables_bed(frozen_factory, 3, 0.3)
+    model = frozen.model
+    learner = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), num_envs=3, sigma=0.0)  # 2: empty
+    with torch.no_grad():
+        learner.weight.normal_(generator=generator)
+    torch.manual_seed(1)
+    batch = environment_batches(envs, 3, batch_size=64, cycle=True)[0]
+    assert batch.active.tolist() == [1.0, 1.0, 0.0]
+    users, pos, neg, items = frozen.training_batch(interactions, batch.index)
+    assert torch.equal(items, torch.cat([pos.unsqueeze(1), neg], 1))
+    parts = learner.loss(users, pos, neg, items, batch, 1.5, 0.1)
+
+    content = np.zeros((model.n_items, 4))
+    for internal in range(1, model.n_items):
+        row = features[int(data.id2token("item_id", internal)) - 1]
+        content[internal] = row / np.linalg.norm(row)
+    content = torch.tensor(content, dtype=torch.float32)
+    U, T = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    mu, W = learner.mask, learner.weight  # sigma = 0: the gate is m itself inside (0, 1)
+    risk, penalty = eq10_reference(U, T, W, content, mu, users, items, envs[batch.index], (0, 1), id_dims=2)
+    total = risk + 1.5 * penalty + 0.1 * (mu ** 2).sum() + 0.5 * 0.3 * (W ** 2).sum()
+    assert penalty > 0
+    for new, old in ((parts.total, total), (parts.risk, risk), (parts.penalty, penalty),
+                     (parts.regulariser, (mu ** 2).sum())):
+        torch.testing.assert_close(new, old, rtol=1e-4, atol=1e-7)
+    for param in (learner.mask, learner.weight):
+        torch.testing.assert_close(torch.autograd.grad(parts.total, param, retain_graph=True)[0],
+                                   torch.autograd.grad(total, param, retain_graph=True)[0], rtol=1e-4, atol=1e-6)
+
+
 def _small_noiseless_case(frozen_factory):
     """8 users in two planted environments, and a maker of the same noiseless learner
     (fixed m, seeded W) for the code under test and for the reference."""
@@ -238,3 +288,113 @@ def test_the_gate_is_m_plus_noise_clipped_to_the_unit_interval():
     closed, open_ = mu[:500], mu[500:1000]
     assert closed.min() == 0.0 and 0.4 < (closed == 0.0).mean() < 0.6  # half the draws fall below 0
     assert open_.max() == 1.0 and 0.4 < (open_ == 1.0).mean() < 0.6
+
+
+def _raw_step(eq10_reference, model, features, data, learner, users, items, row_envs, alpha, lam):
+    """(risk, penalty, regulariser) of eq. 10 on one step, from the raw tables (as in
+    ``test_loss_equals_a_reference_from_the_raw_tables``; sigma = 0, gamma_C = 0)."""
+    content = np.zeros((model.n_items, 4))
+    for internal in range(1, model.n_items):
+        row = features[int(data.id2token("item_id", internal)) - 1]
+        content[internal] = row / np.linalg.norm(row)
+    content = torch.tensor(content, dtype=torch.float32)
+    U, T = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    mu, W = learner.mask, learner.weight
+    risk, penalty = eq10_reference(U, T, W, content, mu, users, items, row_envs, row_envs.unique().tolist(),
+                                   id_dims=2)
+    return risk, penalty, (mu ** 2).sum()
+
+
+def test_the_epoch_history_equals_a_step_by_step_reference(frozen_factory, eq10_reference):
+    """With both step sizes 0 the parameters stay put, so every step of an epoch can be
+    recomputed from the raw tables with the same draws (the batch layout, then per step the
+    negatives and the gate's noise): the history holds the means over the steps of risk,
+    alpha x penalty and lambda x R(m), and the means over steps 0, k, 2k, ... of the norms
+    of the gradient each puts on m."""
+    features, frozen, interactions, data, envs, _ = _random_tables_bed(frozen_factory, 11, 0.0)
+    model = frozen.model
+
+    def learner():
+        made = MaskLearner(frozen, torch.tensor([0.9, 0.2, 0.7, 0.4]), 2, sigma=0.0)
+        with torch.no_grad():
+            made.weight.copy_(torch.randn(2, 4, generator=torch.Generator().manual_seed(12)))
+        return made
+
+    seen = []
+
+    def progress(epochs):
+        seen.append(list(epochs))
+        return epochs
+
+    torch.manual_seed(13)
+    (epoch,) = learn_mask(learner(), interactions, envs, epochs=1, batch_size=8, learning_rate=0.0, mask_lr=0.0,
+                          alpha=2.0, lam=0.3, progress=progress, grad_norm_every=2)
+    assert seen == [[0]]
+    torch.manual_seed(13)
+    reference = learner()
+    batches = environment_batches(envs, 2, batch_size=8, cycle=True)
+    assert len(batches) == 3 and all(b.active_envs == [True, True] for b in batches)  # 24 and 16 rows
+    totals, norms = np.zeros(3), np.zeros(3)
+    for step, batch in enumerate(batches):
+        users, _, _, items = frozen.training_batch(interactions, batch.index)
+        torch.randn(4)  # the gate's noise (sigma = 0)
+        risk, penalty, reg = _raw_step(eq10_reference, model, features, data, reference, users, items, envs[batch.index], 2.0, 0.3)
+        totals += [risk.item(), 2.0 * penalty.item(), 0.3 * reg.item()]
+        if step % 2 == 0:
+            norms += [float(torch.autograd.grad(term, reference.mask, retain_graph=True)[0].norm())
+                      for term in (risk, 2.0 * penalty, 0.3 * reg)]
+    expected = dict(zip(("risk", "alpha_penalty", "lambda_regulariser"), totals / 3))
+    expected.update(zip(("grad_norm_risk", "grad_norm_penalty", "grad_norm_regulariser"), norms / 2))
+    for key, value in expected.items():
+        assert epoch[key] == pytest.approx(value, rel=1e-4), key
+    assert epoch["penalty_share"] == pytest.approx(norms[1] / norms.sum(), rel=1e-4)
+
+
+def test_epoch_summary_gives_the_penalty_share_of_the_three_norms():
+    from recbole_invrl.invariance.mask import epoch_summary
+
+    values = {"risk": 5.0, "grad_norm_risk": 0.1, "grad_norm_penalty": 0.2, "grad_norm_regulariser": 0.1}
+    assert epoch_summary(values) == {**values, "penalty_share": pytest.approx(0.5)}
+    zero = {"grad_norm_risk": 0.0, "grad_norm_penalty": 0.0, "grad_norm_regulariser": 0.0}
+    assert epoch_summary(zero)["penalty_share"] == 0.0
+
+
+def test_the_mask_step_size_is_given_or_spread_over_the_iteration_s_steps():
+    from recbole_invrl.invariance.mask import mask_step_size
+
+    envs = torch.tensor([0] * 5 + [1] * 13)  # the largest environment: 13 rows, 4 batches of 4
+    assert mask_step_size(0.02, 0.6, envs, 3, batch_size=4, epochs=2) == 0.02
+    assert mask_step_size("0.5", 0.6, envs, 3, batch_size=4, epochs=2) == 0.5
+    assert mask_step_size("auto", 0.6, envs, 3, batch_size=4, epochs=2) == pytest.approx(0.6 / 8)
+    assert mask_step_size("auto", 0.5, torch.zeros(3, dtype=torch.long), 1, batch_size=8, epochs=1) == 0.5
+    assert mask_step_size("auto", 0.5, envs, 2, batch_size=4, epochs=0) == 0.5  # no step: the whole travel
+
+
+def test_mask_learning_switches_anomaly_mode_off():
+    from recbole_invrl.invariance.mask import without_anomaly_checks
+
+    with torch.autograd.set_detect_anomaly(True):
+        with without_anomaly_checks():
+            assert not torch.is_anomaly_enabled()
+        assert torch.is_anomaly_enabled()
+
+
+def test_squared_deviations_leave_out_the_inactive_environments():
+    from recbole_invrl.invariance.mask import squared_deviations
+
+    grads = torch.tensor([[[1.0, 2.0]], [[50.0, -7.0]], [[3.0, 6.0]]])  # (E = 3, 1, 2); environment 1 sits out
+    # mean of environments 0 and 2: (2, 4); deviations (1 + 1, 4 + 4)
+    assert squared_deviations(grads, torch.tensor([1.0, 0.0, 1.0])).tolist() == [[2.0, 8.0]]
+    assert squared_deviations(grads[:1], torch.tensor([1.0])).tolist() == [[0.0, 0.0]]
+    assert squared_deviations(torch.zeros(2, 3), torch.zeros(2)).tolist() == [0.0, 0.0, 0.0]  # nothing active
+
+
+def test_the_binary_gate_opens_strictly_above_one_half_and_bad_settings_name_their_key():
+    from recbole_invrl.invariance.mask import MaskGate
+
+    gate = MaskGate(torch.tensor([0.5, 0.5001, 0.4999]), num_envs=2, sigma=0.0, mask_type="binary")
+    assert gate.gate().tolist() == [0.0, 1.0, 0.0]
+    for key, kwargs in (("mask_type", {"mask_type": "ternary"}), ("mask_reg", {"mask_reg": "l1"}),
+                        ("mask_model_start", {"model_start": "warm"})):
+        with pytest.raises(ValueError, match=rf"^{key}: expected one of"):
+            MaskGate(torch.ones(2), 2, 0.1, **kwargs)

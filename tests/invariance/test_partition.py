@@ -293,3 +293,110 @@ def test_each_interaction_is_scored_against_its_own_user_s_normaliser(frozen_fac
     table = models.assignment_scores(interactions, "likelihood", samples=4000)
     np.testing.assert_allclose((table[:, 1] - table[:, 0]).numpy(), expected_gap, atol=0.05)
     assert np.ptp(expected_gap) > 1.0  # the users' normalisers do differ
+
+
+def _content_table(features, data, n_items):
+    """c_i of every internal item id from the feature matrix written to the dataset: the
+    row of the item's token, divided by its L2 norm (row 0, padding, stays zero)."""
+    table = np.zeros((n_items, features.shape[1]))
+    for internal in range(1, n_items):
+        row = features[int(data.id2token("item_id", internal)) - 1]
+        table[internal] = row / np.linalg.norm(row)
+    return torch.tensor(table, dtype=torch.float32)
+
+
+def _plain_losses(scores):
+    """Per-row UltraGCN loss with gamma_C = gamma_I = 0 and unit weights: softplus(-s_pos)
+    + the mean over the negatives of softplus(s_neg)."""
+    return torch.nn.functional.softplus(-scores[:, 0]) + torch.nn.functional.softplus(scores[:, 1:]).mean(1)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_scores_and_loss_equal_a_reference_from_the_raw_tables(frozen_factory, kind):
+    """Every environment's score, written out from the model's embedding tables, the raw
+    features and each W_e (shared: frozen ids, W_e on (1 - m) * c; fresh: the model's own
+    ids, W_e on c), and eq. 6's loss with the L1 and L2 terms of the active environments,
+    summed by hand."""
+    features, pairs, _ = planted_style_data(n_users=8, n_items=16, per_env=(3, 3))
+    frozen, interactions, data = frozen_factory(features, pairs, n_users=8, gamma_c=0.0, proj_reg_weight=0.3,
+                                                id_reg_weight=0.2)
+    model = frozen.model
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        model.user_embedding.weight.normal_(generator=generator)
+        model.item_embedding.weight.normal_(generator=generator)
+    mask = torch.tensor([0.9, 0.5, 0.2, 0.0])
+    models = environment_models(kind, frozen, 3, mask, l1_weight=0.4)
+    with torch.no_grad():
+        for weight in models.weights:
+            weight.normal_(generator=generator)
+        if kind == "fresh":
+            models.user.normal_(generator=generator)
+            models.item.normal_(generator=generator)
+    content = _content_table(features, data, model.n_items)
+    K = 2
+    U, T = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
+    W = [weight.detach() for weight in models.weights]
+
+    def score(e, u, i):
+        if kind == "shared":
+            user, item, gate = U[u], T[i], 1.0 - mask
+        else:
+            user, item, gate = models.user[e, u].detach(), models.item[e, i].detach(), torch.ones(4)
+        return float(user[:K] @ item + user[K:] @ (W[e] @ (gate * content[i])))
+
+    users, items = interactions.users[:12], interactions.items[:12]
+    table = models.all_scores(users, items)
+    for row, (u, i) in enumerate(zip(users.tolist(), items.tolist())):
+        for e in range(3):
+            shared_id = float(U[u, :K] @ T[i])
+            expected = score(e, u, i) - (shared_id if kind == "shared" else 0.0)  # all_scores leaves it out
+            assert table[row, e].item() == pytest.approx(expected, abs=1e-5)
+    assert torch.equal(models.assignment_scores(interactions, "score")[:12], table)
+
+    envs = torch.tensor([0, 2] * (len(interactions) // 2) + [0] * (len(interactions) % 2))  # environment 1 empty
+    torch.manual_seed(2)
+    batch = environment_batches(envs, 3, batch_size=4, cycle=False)[0]
+    users, positives, negatives, items = frozen.training_batch(interactions, batch.index)
+    assert torch.equal(items, torch.cat([positives.unsqueeze(1), negatives], 1))
+    row_envs = envs[batch.index]
+    scores = torch.tensor([[score(int(e), int(u), int(i)) for i in row]
+                           for e, u, row in zip(row_envs, users, items.tolist())])
+    torch.testing.assert_close(models.scores(users, items, batch), scores, rtol=1e-5, atol=1e-5)
+    expected = float(_plain_losses(scores).sum())
+    for e in (0, 2):  # the active environments
+        weight = W[e]
+        expected += 0.4 * float((weight.abs() * mask).sum()) + 0.5 * 0.3 * float(weight.square().sum())
+        if kind == "fresh":
+            expected += 0.5 * 0.2 * float(models.user[e].detach().square().sum() + models.item[e].detach().square().sum())
+    assert models.loss(users, positives, negatives, items, batch).item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_optimizers_take_the_step_size_and_training_reports_each_epoch(frozen_factory, kind):
+    """Adam on every W_e (and, fresh, Adagrad on the ids) at the given step size; the
+    ``progress`` wrapper sees the epochs, and an epoch moves every non-empty environment."""
+    features, pairs, _ = planted_style_data(n_users=6, n_items=12, per_env=(2, 2))
+    frozen, interactions, _ = frozen_factory(features, pairs, n_users=6)
+    models = environment_models(kind, frozen, 2, torch.full((4,), 0.5), l1_weight=0.01)
+    optimizers = models.optimizer(0.037)
+    assert [type(o).__name__ for o in optimizers] == (["Adam"] if kind == "shared" else ["Adagrad", "Adam"])
+    assert all(group["lr"] == 0.037 for o in optimizers for group in o.param_groups)
+    seen = []
+
+    def progress(epochs):
+        seen.append(list(epochs))
+        return epochs
+
+    before = [w.detach().clone() for w in models.weights]
+    envs = torch.arange(len(interactions)) % 2
+    train_environments(models, interactions, envs, epochs=3, batch_size=64, learning_rate=0.01, progress=progress)
+    assert seen == [[0, 1, 2]]
+    assert all(not torch.equal(w, b) for w, b in zip(models.weights, before))
+
+
+def test_environment_sizes_count_every_environment_and_a_bad_kind_is_named(frozen_factory):
+    assert environment_sizes(torch.tensor([0, 0, 1]), 4).tolist() == [2, 1, 0, 0]
+    assert moved_share(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 0, 1, 1])).item() == 0.5
+    with pytest.raises(ValueError, match="partition_models: expected one of"):
+        environment_models("bespoke", None, 2, torch.zeros(4), 0.0)

@@ -64,3 +64,32 @@ def test_truth_json_that_is_not_json(tmp_path):
     (tmp_path / "truth.json").write_text("{modalities")
     with pytest.raises(TruthFileError, match="truth.json: expected JSON"):
         PlantedTruth.load(tmp_path, LAYOUT, 6)
+
+
+def test_scores_need_both_roles_and_a_closed_spurious_gate_gives_an_infinite_ratio(tmp_path):
+    for roles in ([1, 1, -1], [0, 0, -1], [1, -1, -1]):
+        assert PlantedTruth(np.array(roles), None, tmp_path).mask_scores(torch.ones(3)) == {}
+    truth = PlantedTruth(np.array([1, 0, -1]), None, tmp_path)
+    assert truth.mask_scores(torch.tensor([0.7, 0.0, 0.3]))["gate_ratio"] == float("inf")
+    assert truth.mask_scores(torch.zeros(3))["gate_ratio"] == float("inf")  # 0 / 0 as well
+    assert truth.oracle_mask().dtype == np.float32 and truth.partition_scores(torch.zeros(3)) == {}
+
+
+def test_a_truth_json_alone_has_no_environments_and_modalities_must_be_an_object(tmp_path):
+    _write(tmp_path, {"v_feat": {"invariant_dims": [0]}})
+    truth = PlantedTruth.load(tmp_path, LAYOUT, 6)
+    assert truth.envs is None and truth.roles.tolist() == [1] + [-1] * 8 and truth.folder == tmp_path
+    (tmp_path / "truth.json").write_text(json.dumps({"modalities": [1, 2]}))  # not an object: no roles
+    assert PlantedTruth.load(tmp_path, LAYOUT, 6).roles.tolist() == [-1] * 9
+
+
+def test_environment_files_are_int64_and_pickles_are_refused(tmp_path):
+    _write(tmp_path, envs=np.array([0, 1, 2, 0, 1, 2], dtype=np.int32))
+    envs = PlantedTruth.load(tmp_path, LAYOUT, 6).envs
+    assert envs.dtype == np.int64 and envs.tolist() == [0, 1, 2, 0, 1, 2]
+    np.save(tmp_path / "train_env.npy", np.array([0, 1, 0, 1, 0, 1], dtype=object), allow_pickle=True)
+    with pytest.raises(TruthFileError, match=r"train_env.npy: expected a .npy array of environment ids \("):
+        PlantedTruth.load(tmp_path, LAYOUT, 6)
+    (tmp_path / "train_env.npy").write_text("not numpy")
+    with pytest.raises(TruthFileError, match=r"train_env.npy: expected a .npy array of environment ids \("):
+        PlantedTruth.load(tmp_path, LAYOUT, 6)

@@ -147,3 +147,104 @@ def test_word_bag_gradient_equals_the_dense_count_matrix(build, atomic_dataset, 
     (expected,) = torch.autograd.grad(
         (torch.nn.functional.normalize(counts @ weight, dim=-1) * upstream).sum(), weight)
     torch.testing.assert_close(grad, expected)
+
+
+class _StubDataset:
+    """Dense ``v_feat`` (5 items, 2 wide) and words ``t_words`` (vocabulary of 8, id 0 =
+    padding), with the sources as plain strings or RecBole's enums."""
+
+    dataset_name = "stub"
+
+    def __init__(self, enum_sources=True, extra=None):
+        from recbole.utils import FeatureSource, FeatureType
+
+        item, item_id = (FeatureSource.ITEM, FeatureSource.ITEM_ID) if enum_sources else ("item", "item_id")
+        self.field2type = {"item_id": FeatureType.TOKEN, "v_feat": FeatureType.FLOAT_SEQ,
+                           "t_words": FeatureType.TOKEN_SEQ, "user_feat": FeatureType.FLOAT_SEQ}
+        self.field2source = {"item_id": item_id, "v_feat": item, "t_words": item,
+                             "user_feat": FeatureSource.USER if enum_sources else "user"}
+        self.features = {"v_feat": torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0], [0.0, 2.0], [6.0, 8.0]]),
+                         "t_words": torch.tensor([[0, 0], [5, 6], [6, 0], [0, 0], [5, 5]])}
+        for field, (kind, values) in (extra or {}).items():
+            self.field2type[field], self.field2source[field] = kind, item
+            self.features[field] = values
+
+    def get_item_feature(self):
+        features = self.features
+
+        class Rows(dict):  # RecBole's Interaction: its length is the number of rows
+            def __len__(self):
+                return len(features["v_feat"])
+
+        return Rows(features)
+
+    def num(self, field):
+        return 8
+
+
+def test_content_fields_are_checked_against_the_item_features_whatever_the_source_type():
+    from recbole.utils import FeatureType
+
+    from recbole_invrl.model.content import resolve_content_fields
+
+    for enum_sources in (True, False):
+        data = _StubDataset(enum_sources)
+        assert resolve_content_fields(data, None) == ["v_feat", "t_words"]
+        assert resolve_content_fields(data, "t_words") == ["t_words"]
+        with pytest.raises(ContentConfigError, match=r"^content_fields: 'user_feat' is not an item feature of dataset "
+                                                     r"'stub' \(item fields loaded: \['item_id', 'v_feat', 't_words'\]\); "
+                                                     r"check content_fields, load_col.item and the .item file header$"):
+            resolve_content_fields(data, ["user_feat"])
+    with pytest.raises(ContentConfigError, match=r"^content_fields: 'item_id' has type token; a modality column must be "
+                                                 r"float_seq \(dense features\) or token_seq \(word ids\)$"):
+        resolve_content_fields(_StubDataset(), ["item_id"])
+    bare = _StubDataset()
+    del bare.field2source["v_feat"], bare.field2source["t_words"]
+    with pytest.raises(ContentConfigError, match=r"^content_fields: dataset 'stub' has no float_seq or token_seq item "
+                                                 r"column to use as content \(item fields loaded: \['item_id'\]\); add "
+                                                 r"modality columns to the .item file and to load_col.item$"):
+        resolve_content_fields(bare, None)
+    assert FeatureType.TOKEN.value == "token"
+
+
+def test_an_encoder_keeps_no_data_in_its_state_and_shares_it_with_another():
+    data = _StubDataset()
+    encoder = ContentEncoder(data, None)
+    assert encoder.layout == [("v_feat", 2), ("t_words", 128)] and encoder.n_items == 5
+    assert set(encoder.state_dict()) == {"content_mask", "word_embeddings.t_words.weight"}
+    embedding = encoder.word_embeddings["t_words"]
+    assert embedding.padding_idx == 0 and embedding.num_embeddings == 8 and (embedding.weight[0] == 0).all()
+    other = ContentEncoder(data, None, shared=encoder)
+    for name in ("dense_v_feat", "norm_v_feat", "bags_t_words", "bags_t_t_words"):
+        assert getattr(other, name) is getattr(encoder, name)
+    other.word_embeddings.load_state_dict(encoder.word_embeddings.state_dict())
+    assert torch.equal(other.raw(torch.arange(5)), encoder.raw(torch.arange(5)))
+
+
+def test_frozen_rows_and_precomputed_tables_are_the_ones_used():
+    data = _StubDataset()
+    encoder = ContentEncoder(data, None, word_embedding_size=3)
+    rows = encoder.frozen_rows()
+    every = rows(None)
+    assert every.shape == (5, 5) and not every.requires_grad
+    assert torch.equal(rows(torch.tensor([[4, 1]])), every[[4, 1]].unsqueeze(0))
+    assert every[1, :2].tolist() == pytest.approx([0.6, 0.8])  # (3, 4) / 5
+    bag = encoder.word_embeddings["t_words"].weight.detach()[[5, 6]].sum(0)
+    torch.testing.assert_close(every[1, 2:], bag / bag.norm())
+    custom = {"t_words": torch.arange(15.0).view(5, 3)}  # a table of its own: read, not recomputed
+    assert encoder.raw(torch.tensor([2]), custom)[0, 2:].tolist() == [6.0, 7.0, 8.0]
+    weight = torch.zeros(1, 5)
+    weight[0, 2:] = 1.0
+    assert encoder.project(torch.tensor([2, 3]), weight, custom).squeeze(1).tolist() == [21.0, 30.0]
+    assert encoder.project(None, weight, custom).squeeze(1).tolist() == [3.0, 12.0, 21.0, 30.0, 39.0]
+
+
+def test_word_bags_count_the_words_of_each_item_in_a_matrix_of_the_full_vocabulary():
+    from recbole_invrl.model.content import word_bags
+
+    bags, bags_t = word_bags(torch.tensor([[5, 6], [6, 0], [0, 0], [2, 2]]), n_words=9)
+    expected = torch.zeros(4, 9)
+    expected[0, 5] = expected[0, 6] = expected[1, 6] = 1.0
+    expected[3, 2] = 2.0  # repeats count; padding (0) does not
+    assert bags.layout == torch.sparse_csr and bags.shape == (4, 9)
+    assert torch.equal(bags.to_dense(), expected) and torch.equal(bags_t.to_dense(), expected.T)

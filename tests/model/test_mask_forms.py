@@ -71,3 +71,34 @@ def test_describe_says_how_many_dims_each_form_keeps():
     m = torch.tensor([0.9, 0.1, 0.85, 0.05])
     assert MaskForm("cut").describe(m).startswith("cut at 0.4750 (otsu): 2/4 dims kept")
     assert MaskForm("soft").describe(m).startswith("soft m: 4/4 dims kept")
+
+
+def test_otsu_needs_two_distinct_values_whatever_their_positions():
+    assert otsu_threshold(torch.tensor([0.8, 0.2])) == pytest.approx(0.5)  # two values: the midpoint
+    assert otsu_threshold(torch.tensor([0.5, 0.1, 0.5])) == pytest.approx(0.3)  # the largest value repeated
+    assert otsu_threshold(torch.tensor([0.9, 0.5, 0.5])) == pytest.approx(0.7)  # the smallest value repeated
+    assert otsu_threshold(torch.tensor([0.4])) == -math.inf
+
+
+def test_a_numeric_cut_is_used_as_given_and_the_settings_come_from_the_config():
+    m = torch.tensor([0.1, 0.2, 0.3, 0.9])  # Otsu would cut at 0.6
+    form = MaskForm("cut", cut=0.25)
+    assert form.threshold(m) == 0.25 and torch.equal(form(m), torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    config = {"final_mask_cut": 0.7, "final_mask_top": 0.25, "final_mask_sharpness": 3.0}
+    assert MaskForm.from_config(config, "top") == MaskForm("top", 0.7, 0.25, 3.0)
+
+
+def test_top_keeps_the_first_positions_among_many_ties():
+    m = torch.full((64,), 0.5)
+    m[40] = 0.9
+    gate = MaskForm("top", top=0.25)(m)  # 16 kept: position 40, then positions 0-14
+    assert gate.nonzero().squeeze(1).tolist() == list(range(15)) + [40]
+
+
+def test_unknown_forms_list_the_known_ones_and_describe_names_each_form():
+    with pytest.raises(ValueError, match=r"expected one of soft, cut, top, sharp$"):
+        MaskForm("hard")(torch.ones(2))
+    m = torch.tensor([0.9, 0.1, 0.85, 0.05])
+    assert MaskForm("top", top=0.5).describe(m) == "top 0.5: 2/4 dims kept, mean gate 0.500"
+    assert MaskForm("sharp", sharpness=2.0).describe(m).startswith("sharpness 2: 4/4 dims kept, mean gate ")
+    assert MaskForm("cut", cut=0.5).describe(m) == "cut at 0.5000 (0.5): 2/4 dims kept, mean gate 0.500"
