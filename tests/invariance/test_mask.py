@@ -143,6 +143,15 @@ def _random_tables_bed(frozen_factory, seed: int, proj_reg_weight: float):
     return features, frozen, interactions, data, _envs_for(interactions, data, pairs, planted), generator
 
 
+def _raw_content(model, features, data) -> torch.Tensor:
+    """c_i for each internal item id: the item's raw feature row over its norm (row 0: padding)."""
+    content = np.zeros((model.n_items, features.shape[1]))
+    for internal in range(1, model.n_items):
+        row = features[int(data.id2token("item_id", internal)) - 1]
+        content[internal] = row / np.linalg.norm(row)
+    return torch.tensor(content, dtype=torch.float32)
+
+
 def test_loss_equals_a_reference_from_the_raw_tables(frozen_factory, eq10_reference):
     """Eq. 10 written out from the model's embedding tables and the raw features (c_i: the
     item's feature row over its norm), with autograd for g_e = dL^e / dW and UltraGCN's
@@ -161,11 +170,7 @@ def test_loss_equals_a_reference_from_the_raw_tables(frozen_factory, eq10_refere
     assert torch.equal(items, torch.cat([pos.unsqueeze(1), neg], 1))
     parts = learner.loss(users, pos, neg, items, batch, 1.5, 0.1)
 
-    content = np.zeros((model.n_items, 4))
-    for internal in range(1, model.n_items):
-        row = features[int(data.id2token("item_id", internal)) - 1]
-        content[internal] = row / np.linalg.norm(row)
-    content = torch.tensor(content, dtype=torch.float32)
+    content = _raw_content(model, features, data)
     U, T = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
     mu, W = learner.mask, learner.weight  # sigma = 0: the gate is m itself inside (0, 1)
     risk, penalty = eq10_reference(U, T, W, content, mu, users, items, envs[batch.index], (0, 1), id_dims=2)
@@ -293,11 +298,7 @@ def test_the_gate_is_m_plus_noise_clipped_to_the_unit_interval():
 def _raw_step(eq10_reference, model, features, data, learner, users, items, row_envs, alpha, lam):
     """(risk, penalty, regulariser) of eq. 10 on one step, from the raw tables (as in
     ``test_loss_equals_a_reference_from_the_raw_tables``; sigma = 0, gamma_C = 0)."""
-    content = np.zeros((model.n_items, 4))
-    for internal in range(1, model.n_items):
-        row = features[int(data.id2token("item_id", internal)) - 1]
-        content[internal] = row / np.linalg.norm(row)
-    content = torch.tensor(content, dtype=torch.float32)
+    content = _raw_content(model, features, data)
     U, T = model.user_embedding.weight.detach(), model.item_embedding.weight.detach()
     mu, W = learner.mask, learner.weight
     risk, penalty = eq10_reference(U, T, W, content, mu, users, items, row_envs, row_envs.unique().tolist(),
