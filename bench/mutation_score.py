@@ -54,6 +54,19 @@ MODULES: dict[str, list[str]] = {
     "model/common.py": ["tests/model/test_common.py"],
     "model/content.py": ["tests/model/test_content.py"],
     "model/mask_forms.py": ["tests/model/test_mask_forms.py"],
+    # the backbones InvRL runs over: their eq. 14 parts (invariance_parts) or forward parts
+    # (forward_parts), with the model tests and the invariance tests that take those paths
+    "model/general_recommender/ultragcn_mm.py": ["tests/model/general_recommender/test_ultragcn_mm.py",
+                                                 "tests/invariance/test_backbone.py",
+                                                 "tests/invariance/test_forward_path.py"],
+    "model/general_recommender/vbpr.py": ["tests/model/general_recommender/test_vbpr.py",
+                                          "tests/invariance/test_backbone.py"],
+    "model/general_recommender/duif.py": ["tests/model/general_recommender/test_duif.py",
+                                          "tests/invariance/test_backbone.py"],
+    "model/general_recommender/mmgcn.py": ["tests/model/general_recommender/test_mmgcn.py",
+                                           "tests/invariance/test_forward_path.py"],
+    "model/general_recommender/grcn.py": ["tests/model/general_recommender/test_grcn.py",
+                                          "tests/invariance/test_forward_path.py"],
     "evaluator/legacy_ndcg.py": ["tests/evaluator/test_legacy_ndcg.py"],
     # test_diagnose.py's end-to-end runs train InvRL several times (minutes per mutant): the
     # mutation run takes the report's parts and the one test of it that builds no experiment

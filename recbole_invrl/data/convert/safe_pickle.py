@@ -11,7 +11,9 @@ sets and integers. ``.pt`` files go through ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import ast
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +118,16 @@ def _read_header(fp: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
         return fmt.read_array_header_1_0(fp)
     if version == (2, 0):
         return fmt.read_array_header_2_0(fp)
-    return fmt._read_array_header(fp, version)  # (3, 0): utf-8 header
+    return _read_header_3_0(fp)
+
+
+def _read_header_3_0(fp: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The 3.0 header (2.0's layout, text in UTF-8): numpy has no public reader for it."""
+    (length,) = struct.unpack("<I", fp.read(4))
+    header = ast.literal_eval(fp.read(length).decode("utf-8"))
+    if not isinstance(header, dict) or not {"descr", "fortran_order", "shape"} <= set(header):
+        raise ValueError(f"not an .npy header: {header!r:.80}")
+    return tuple(header["shape"]), bool(header["fortran_order"]), np.lib.format.descr_to_dtype(header["descr"])
 
 
 def _corrupt(source: str, err: BaseException) -> ConversionError:
