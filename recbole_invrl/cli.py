@@ -115,8 +115,8 @@ DESCRIPTION = "Run a recbole_invrl model or any RecBole model with RecBole's com
 
 
 def dataset_settings(argv: list[str]) -> tuple[str, dict] | None:
-    """``(dataset, final settings)`` for ``--help --dataset=D``: the defaults a run on D uses
-    (model yamls, then the dataset's yamls); None without ``--dataset`` or if they cannot be read."""
+    """``(dataset, settings)`` for ``--help --dataset=D``: the values a run on D starts from (model
+    yamls, then the dataset's yamls, as read); None without ``--dataset`` or if they cannot be read."""
     from recbole_invrl.config import Config
 
     given = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
@@ -154,8 +154,9 @@ def help_epilog(dataset_defaults: tuple[str, dict] | None = None) -> str:
     from recbole_invrl.settings import recbole_model_names, settings_help
     from recbole_invrl.utils import plugin_model_names
 
-    dataset_note = (f"; with --dataset={dataset_defaults[0]}, the values its yamls set, the model's "
-                    "default after them" if dataset_defaults else "")
+    dataset, effective = dataset_defaults or ("", None)
+    dataset_note = (f"; with --dataset={dataset}, the values its yamls set, the model's default after them"
+                    if dataset_defaults else "")
     recbole_models = textwrap.fill(", ".join(recbole_model_names()), width=96, initial_indent="    ",
                                    subsequent_indent="    ")
     return f"""settings:
@@ -171,7 +172,7 @@ models:
 
 recbole_invrl keys, with defaults [and accepted values]{dataset_note} (RecBole's own keys:
 https://recbole.io/docs/user_guide/config_settings.html):
-{settings_help(*(dataset_defaults or ("", None))[::-1])}
+{settings_help(effective, dataset)}
 """
 
 

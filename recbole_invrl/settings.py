@@ -371,13 +371,11 @@ def check_checkpoint_file(key: str, path: str) -> None:
 
 def check_mask_file(key: str, path: str) -> None:
     """A ``.npy`` file of one number per content dimension (its header, read without unpickling)."""
-    import numpy as np
+    from recbole_invrl.data.convert.safe_pickle import read_npy_header
 
     try:
         with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = reader(f)
+            shape, _, dtype = read_npy_header(f)
     except (OSError, ValueError) as err:
         raise SettingsError(f"{key}: expected a .npy file (np.save) of one number per content dimension, "
                             f"got {path!r} ({err})") from None

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from recbole.utils import init_seed
 from sklearn.metrics import roc_auc_score
 
-from recbole_invrl.compat import load_checkpoint, write_json_atomic
+from recbole_invrl.compat import load_weights, write_json_atomic
 from recbole_invrl.data import create_dataset, data_preparation
 from recbole_invrl.invariance import FrozenBackbone, TrainingInteractions
 from recbole_invrl.invariance.paths import BackboneView, backbone_view, mask_learner_for
@@ -100,7 +100,7 @@ def _pretrained_backbone(exp, overrides: dict, pretrain_path: str):
     init_seed(config["seed"], config["reproducibility"])
     train, _, _ = data_preparation(config, create_dataset(config))
     model = InvRL(config, train._dataset).to(config["device"])
-    model.backbone.load_state_dict(load_checkpoint(pretrain_path, config["device"])["state_dict"])
+    load_weights(model.backbone, pretrain_path, config["device"], "pretrained backbone")
     view = backbone_view(model.backbone, config["invariance_path"] or "auto")
     return config, view, TrainingInteractions.from_dataset(train._dataset, config["device"])
 

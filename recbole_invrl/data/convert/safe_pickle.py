@@ -111,7 +111,8 @@ def check_contents(obj: Any, source: str) -> None:
         stack.extend(v for v in values if type(v) is not int)
 
 
-def _read_header(fp: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+def read_npy_header(fp: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of an open ``.npy`` file, any format version; nothing unpickled."""
     fmt = np.lib.format
     version = fmt.read_magic(fp)
     if version == (1, 0):
@@ -150,7 +151,7 @@ def load_npy(
     source = path.name
     try:
         with open(path, "rb") as fp:
-            shape, fortran, dtype = _read_header(fp)
+            shape, fortran, dtype = read_npy_header(fp)
             if dtype.hasobject:
                 if not allow_pickle_types:
                     raise ConversionError(

@@ -42,13 +42,13 @@ def backbone_class_of(config) -> type:
         raise SettingsError(f"invrl_backbone: {str(err).removeprefix('model: ')}") from None
     if not (isinstance(model, type) and issubclass(model, MultimodalRecommender)
             and (hasattr(model, "invariance_parts") or hasattr(model, "forward_parts"))):
-        raise SettingsError(f"invrl_backbone: '{name}' cannot be InvRL's backbone; expected a recbole_invrl multimodal "
-                         "model with invariance_parts or forward_parts (e.g. UltraGCNMM, VBPR, MMGCN)")
+        raise SettingsError(f"invrl_backbone: '{name}' cannot be InvRL's backbone; expected a recbole_invrl "
+                            "multimodal model with invariance_parts or forward_parts (e.g. UltraGCNMM, VBPR, MMGCN)")
     path = config["invariance_path"] or "auto"
     needs = {"eq14": "invariance_parts", "forward": "forward_parts"}.get(path)
     if needs and not hasattr(model, needs):
         raise SettingsError(f"invariance_path: {path} needs {needs}, which invrl_backbone '{name}' does not have; "
-                         "use auto")
+                            "use auto")
     return model
 
 
